@@ -1,0 +1,35 @@
+# `make demo` and `make test` are the only set-up steps: each creates .venv
+# when it is missing and installs the project into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch and torchvision first and on their own, so pip takes the pinned
+# builds rather than resolving them through ray's dependency tree.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ftsweep run spaces/quickstart.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra
+
+lint: $(STAMP)
+	$(BIN)/ruff check search trainables tests benchmarks
+	$(BIN)/ruff format --check search trainables tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/epoch_overhead.py
+
+clean:
+	rm -rf $(VENV) results/*/

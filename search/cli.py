@@ -1,0 +1,163 @@
+"""The `ftsweep` command line: flags -> one API call -> exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainables.errors import UserError
+
+# flag -> the key of the space file it overrides
+OVERRIDES = {
+    "name": "name",
+    "num_samples": "search.num_samples",
+    "max_concurrent": "search.max_concurrent",
+    "time_budget": "search.time_budget",
+    "seed": "search.seed",
+    "gpus_per_trial": "resources.gpus",
+    "cpus_per_trial": "resources.cpus",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return int(args.command(args) or 0)
+    except UserError as exc:
+        print(f"ftsweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ftsweep: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from search.leaderboard import render
+    from search.sweep import run_sweep
+
+    overrides = {
+        key: getattr(args, flag)
+        for flag, key in OVERRIDES.items()
+        if getattr(args, flag) is not None
+    }
+    result = run_sweep(args.space, results=args.results, overrides=overrides, address=args.address)
+    metric = f"best_{result.metric}"
+    print(f"\nleaderboard ({result.sweep_dir / 'leaderboard.csv'}), top 5:")
+    columns = [
+        "rank",
+        "trial_id",
+        "status",
+        "backbone",
+        metric,
+        "best_epoch",
+        "epochs",
+        "train_seconds",
+    ]
+    print(
+        render(result.leaderboard[[c for c in columns if c in result.leaderboard]].head(5), "table")
+    )
+    if result.best_dir is not None:
+        best = result.leaderboard.iloc[0]
+        print(
+            f"\nbest: trial {best['trial_id']}, {metric} {best[metric]:.4f}; model exported to {result.best_dir}"
+        )
+        print(
+            f"load it with: from search import load_model; model = load_model('{result.best_dir}')"
+        )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from search.space import load_space
+    from search.validate import describe
+
+    space = load_space(args.space)
+    print("\n".join(describe(space)))
+    print(f"{args.space}: OK")
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from search.leaderboard import build_leaderboard, open_sweep, render
+
+    sweep_dir = Path(args.sweep)
+    space = open_sweep(sweep_dir)
+    finished = (sweep_dir / "leaderboard.csv").is_file()
+    frame = build_leaderboard(sweep_dir, finished=finished)
+    if args.sort:
+        if args.sort not in frame:
+            raise UserError(f"no column '{args.sort}'; columns: {', '.join(frame.columns)}")
+        ascending = args.sort.endswith("_loss") or args.sort in ("train_seconds", "params", "rank")
+        frame = frame.sort_values(args.sort, ascending=ascending, na_position="last")
+    elif space.trial.metric not in ("",):
+        pass
+    if args.top:
+        frame = frame.head(args.top)
+    print(render(frame, args.format))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from search.export import export_trial
+
+    out = export_trial(Path(args.sweep), Path(args.out), args.trial)
+    print(f"exported to {out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ftsweep", description="Find the best way to fine-tune an image classifier."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a sweep",
+        description="Run a sweep. Example: ftsweep run spaces/quickstart.yaml --num-samples 4",
+    )
+    run.add_argument("space", nargs="?", help="search-space YAML (default: spaces/quickstart.yaml)")
+    run.add_argument("--results", default="results", help="folder of sweeps (default: results/)")
+    run.add_argument("--address", help="an existing Ray cluster (default: start Ray locally)")
+    run.add_argument("--name", help="the sweep's folder name under --results")
+    run.add_argument("--num-samples", type=int, help="number of trials")
+    run.add_argument("--max-concurrent", type=int, help="trials running at once")
+    run.add_argument("--time-budget", help="stop starting trials after this long, e.g. 8h")
+    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions pack trials)")
+    run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
+    run.add_argument("--seed", type=int, help="the sampler's seed")
+    run.set_defaults(command=_run)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a space file without running",
+        description="Check a space file. Example: ftsweep validate spaces/quickstart.yaml",
+    )
+    validate.add_argument("space")
+    validate.set_defaults(command=_validate)
+
+    board = commands.add_parser(
+        "leaderboard",
+        help="ranked trials of a sweep",
+        description="Ranked trials. Example: ftsweep leaderboard results/quickstart --top 5 --format markdown",
+    )
+    board.add_argument("sweep", help="RESULTS/NAME")
+    board.add_argument("--top", type=int, help="show the best K")
+    board.add_argument("--format", choices=("table", "csv", "markdown", "json"), default="table")
+    board.add_argument("--sort", help="a column to sort by instead of the sweep's metric")
+    board.set_defaults(command=_leaderboard)
+
+    export = commands.add_parser(
+        "export",
+        help="write a model folder for a trial",
+        description="Export a trial. Example: ftsweep export results/quickstart --out model/",
+    )
+    export.add_argument("sweep", help="RESULTS/NAME")
+    export.add_argument("--trial", help="trial id (default: the best)")
+    export.add_argument("--out", required=True, help="the model folder to write")
+    export.set_defaults(command=_export)
+    return parser

@@ -1,0 +1,178 @@
+"""The leaderboard: one row per trial, best first, read from the results folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.space import Space, load_space
+from search.tuner import TUNE_DIR
+from trainables import hparams as hp
+from trainables.errors import UserError
+from trainables.finetune import META_FILE
+
+SPACE_FILE = "space.yaml"
+SPLIT_FILE = "split.csv"
+LEADERBOARD_FILE = "leaderboard.csv"
+FORMATS = ("table", "csv", "markdown", "json")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What a trial's folder says about it."""
+
+    trial_id: str
+    path: Path
+    config: dict[str, Any]
+    results: list[dict[str, Any]]
+    error: str | None
+
+
+def open_sweep(sweep_dir: Path) -> Space:
+    """The space a results folder was run with."""
+    if not (sweep_dir / SPACE_FILE).is_file():
+        raise UserError(
+            f"not an ftsweep results folder (no {SPACE_FILE}); give RESULTS/NAME of a sweep",
+            str(sweep_dir),
+        )
+    return load_space(sweep_dir / SPACE_FILE)
+
+
+def read_trials(sweep_dir: Path) -> list[TrialRecord]:
+    records = []
+    for path in sorted((sweep_dir / TUNE_DIR).glob("trial_*")):
+        if not path.is_dir():
+            continue
+        config = _read_json(path / "params.json") or {}
+        results = _read_results(path / "result.json")
+        error_file = path / "error.txt"
+        error = None
+        if error_file.is_file():
+            lines = [ln for ln in error_file.read_text(errors="replace").splitlines() if ln.strip()]
+            error = lines[-1][:300] if lines else "error"
+        records.append(TrialRecord(path.name.removeprefix("trial_"), path, config, results, error))
+    return records
+
+
+def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFrame:
+    """Ranks every trial of a sweep by its best epoch on the sweep's metric.
+
+    Args:
+        sweep_dir: RESULTS/NAME.
+        finished: the sweep has ended, so a trial short of max_epochs without
+            an error was stopped early (rather than still running).
+    """
+    space = open_sweep(sweep_dir)
+    metric, mode = space.trial.metric, space.trial.mode
+    rows = [_row(space, record, finished) for record in read_trials(sweep_dir)]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["rank", "trial_id", "status"])
+    key = f"best_{metric}"
+    frame = frame.sort_values(
+        [key, "trial_id"], ascending=[mode == "min", True], na_position="last", kind="stable"
+    )
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    return frame.reset_index(drop=True)
+
+
+def best_trial(frame: pd.DataFrame, metric: str) -> pd.Series:
+    usable = frame[frame[f"best_{metric}"].notna() & frame["checkpoint"].notna()]
+    if usable.empty:
+        raise UserError(
+            "no trial of this sweep finished an epoch with a checkpoint; nothing to export"
+        )
+    return usable.iloc[0]
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """The leaderboard as text: an aligned table, CSV, Markdown or JSON."""
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=2)
+    shown = frame.drop(columns=["checkpoint", "started_at"], errors="ignore")
+    shown = shown.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+    if fmt == "markdown":
+        header = "| " + " | ".join(shown.columns) + " |"
+        rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+        body = [
+            "| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
+            for row in shown.itertuples(index=False)
+        ]
+        return "\n".join([header, rule, *body])
+    return shown.fillna("").to_string(index=False)
+
+
+def _row(space: Space, record: TrialRecord, finished: bool) -> dict[str, Any]:
+    metric, mode = space.trial.metric, space.trial.mode
+    row: dict[str, Any] = {"trial_id": record.trial_id}
+    results = [r for r in record.results if metric in r]
+    row["status"] = _status(space, record, results, finished)
+    try:
+        row |= space.resolve(record.config)
+    except (KeyError, ValueError):
+        pass
+    if results:
+        history = pd.DataFrame(results)
+        best_index = history[metric].idxmax() if mode == "max" else history[metric].idxmin()
+        for name, direction in hp.METRICS.items():
+            if name in history:
+                values = history[name]
+                row[f"best_{name}"] = values.max() if direction == "max" else values.min()
+                row[f"last_{name}"] = values.iloc[-1]
+        row["best_epoch"] = int(history.loc[best_index, hp.EPOCH])
+        row["epochs"] = int(history[hp.EPOCH].iloc[-1])
+        row["train_seconds"] = round(float(history[hp.TRAIN_SECONDS].iloc[-1]), 2)
+        row["params"] = int(history[hp.PARAMS].iloc[-1])
+        row["started_at"] = float(history[hp.STARTED_AT].iloc[0])
+        row["ended_at"] = float(history["timestamp"].iloc[-1]) if "timestamp" in history else None
+    row["error"] = record.error
+    row["checkpoint"] = _best_checkpoint(record.path, metric, mode)
+    return row
+
+
+def _status(space: Space, record: TrialRecord, results: list[dict], finished: bool) -> str:
+    if record.error:
+        return "errored"
+    if results and results[-1].get(hp.EPOCH, 0) >= space.trial.max_epochs:
+        return "completed"
+    if finished:
+        return "stopped_early" if results else "errored"
+    return "running" if results else "pending"
+
+
+def _best_checkpoint(trial_dir: Path, metric: str, mode: str) -> str | None:
+    """The kept checkpoint with the best value of the metric."""
+    scored = []
+    for meta in trial_dir.glob(f"checkpoint_*/{META_FILE}"):
+        values = _read_json(meta)
+        if values and metric in values:
+            scored.append((values[metric], -values[hp.EPOCH], str(meta.parent)))
+    if not scored:
+        return None
+    best = max(scored) if mode == "max" else min(scored, key=lambda s: (s[0], -s[1]))
+    return best[2]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    results = []
+    for line in path.read_text().splitlines():
+        try:
+            results.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by an interrupted write
+    return results

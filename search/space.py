@@ -1,0 +1,422 @@
+"""Search-space files: YAML in, a validated frozen ``Space`` out.
+
+Every key is checked before Ray starts; errors name the file, the line, the
+key path and the allowed values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search._yaml import LocatedDict, as_number, load_yaml, plain
+from search.params import Located, Param, parse_params, resolve, walk
+from trainables.data import BUILTIN_SOURCES
+from trainables.errors import UserError
+from trainables.hparams import METRICS
+from trainables.models import resolve_weights, supported_backbones
+
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
+PRECISIONS = ("bf16", "fp16", "fp32")
+SCHEDULERS = ("asha", "none")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    path: str | None = None
+    source: str | None = None
+    image_size: int = 224
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    max_epochs: int = 20
+    batch_size: int = 64
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    precision: str = "bf16"
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    type: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    num_samples: int = 16
+    max_concurrent: int = 4
+    time_budget_s: float | None = None
+    sampler: str = "tpe"
+    seed: int = 0
+    start_from: tuple[dict[str, Any], ...] = ()  # keyed by Param.key
+    scheduler: SchedulerSpec = SchedulerSpec()
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated search-space file."""
+
+    name: str
+    data: DataSpec
+    trial: TrialSpec
+    search: SearchSpec
+    resources: ResourcesSpec
+    params: tuple[Param, ...]
+    raw: dict[str, Any]  # the file as run (flags applied), for space.yaml
+
+    def resolve(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Ray's config of one trial -> ``{column: value}`` of its active parameters."""
+        return resolve(self.params, config)
+
+    def hparams(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Ray's config -> ``{hyperparameter name: value}`` for the trainable."""
+        return {c.rsplit("/", 1)[-1]: v for c, v in self.resolve(config).items()}
+
+    def dump(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.raw, sort_keys=False), encoding="utf-8")
+
+
+# section -> {key: (type, default)}; type "duration" is seconds or "8h", "30m", ...
+def _fields(cls: type, types: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    defaults = cls()
+    return {k: (t, getattr(defaults, k)) for k, t in types.items()}
+
+
+# section -> {key: (type, default)}; "duration" is seconds or "8h", "30m", "1h30m"
+_SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "data": _fields(
+        DataSpec,
+        {
+            "path": str,
+            "source": str,
+            "image_size": int,
+            "val_fraction": float,
+            "test_fraction": float,
+            "seed": int,
+        },
+    ),
+    "trial": _fields(
+        TrialSpec,
+        {"max_epochs": int, "batch_size": int, "metric": str, "mode": str, "precision": str},
+    ),
+    "search": {
+        "num_samples": (int, 16),
+        "max_concurrent": (int, 4),
+        "time_budget": ("duration", None),
+        "sampler": (str, "tpe"),
+        "seed": (int, 0),
+        "start_from": (list, []),
+        "scheduler": (dict, {}),
+    },
+    "resources": _fields(ResourcesSpec, {"cpus": float, "gpus": float}),
+    "scheduler": _fields(
+        SchedulerSpec, {"type": str, "grace_period": int, "reduction_factor": float}
+    ),
+}
+_TOP = ("name", "data", "trial", "search", "resources", "space")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)([dhms]))+$")
+
+
+def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Space:
+    """Reads and validates a search-space file.
+
+    Args:
+        path: the YAML file.
+        overrides: ``{"section.key": value}`` from command-line flags; they
+            replace the same key of the file.
+
+    Raises:
+        UserError: with the file, line and key path of the first problem.
+    """
+    path = Path(path)
+    raw = load_yaml(path)
+    for dotted, value in (overrides or {}).items():
+        *parents, key = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, LocatedDict())
+        node[key] = value
+    loc = Located(str(path))
+    _check_keys(raw, _TOP, loc, "")
+    if "space" not in raw:
+        raise loc.error(raw, None, "space", "the file has no space: section")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        raise loc.error(raw, "name", "name", "name must be a folder name (letters, digits, . _ -)")
+    data = DataSpec(**_section(raw, "data", loc))
+    trial = _trial(raw, loc)
+    resources = ResourcesSpec(**_section(raw, "resources", loc))
+    params = parse_params(raw["space"], loc)
+    search = _search(raw, loc, params, trial)
+    _check_data(data, raw, loc)
+    _check_resources(resources, raw, loc)
+    _check_models(params, loc, raw["space"])
+    return Space(name, data, trial, search, resources, params, plain(raw))
+
+
+def _check_keys(mapping: Any, allowed: tuple[str, ...], loc: Located, path: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            where = f"{path}.{key}" if path else str(key)
+            raise loc.error(
+                mapping,
+                key,
+                where,
+                f"unknown key '{key}'"
+                + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + f"; allowed: {', '.join(allowed)}",
+            )
+
+
+def _section(parent: Any, name: str, loc: Located, path: str | None = None) -> dict[str, Any]:
+    path = path or name
+    fields = _SECTIONS[name]
+    mapping = parent.get(name) if isinstance(parent, dict) else None
+    if mapping is None:
+        mapping = LocatedDict()
+    if not isinstance(mapping, dict):
+        raise loc.error(parent, name, path, f"{path}: must be a mapping of {', '.join(fields)}")
+    _check_keys(mapping, tuple(fields), loc, path)
+    out = {}
+    for key, (kind, default) in fields.items():
+        out[key] = default
+        if key in mapping:
+            out[key] = _typed(mapping[key], kind, mapping, key, loc, f"{path}.{key}")
+    return out
+
+
+def _typed(value: Any, kind: Any, mapping: Any, key: str, loc: Located, path: str) -> Any:
+    if kind is float and (number := as_number(value)) is not None:
+        return number
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind in (str, list, dict) and isinstance(value, kind):
+        return value
+    if kind == "duration":
+        seconds = as_number(value)
+        if seconds is None and isinstance(value, str) and (m := _DURATION.match(value.strip())):
+            units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+            parts = re.findall(r"(\d+(?:\.\d+)?)([dhms])", m.group(0))
+            seconds = sum(float(n) * units[u] for n, u in parts)
+        if seconds is not None and seconds > 0:
+            return seconds
+        raise loc.error(
+            mapping, key, path, f"a duration like 8h, 90m, 1h30m or seconds; got {value!r}"
+        )
+    if value is None and kind is str:
+        return None
+    expected = {
+        int: "an integer",
+        float: "a number",
+        str: "a name",
+        list: "a list",
+        dict: "a mapping",
+    }
+    raise loc.error(mapping, key, path, f"expected {expected[kind]}, got {value!r}")
+
+
+def _trial(raw: LocatedDict, loc: Located) -> TrialSpec:
+    values = _section(raw, "trial", loc)
+    section = raw.get("trial") or LocatedDict()
+    metric = values["metric"]
+    if metric not in METRICS:
+        raise loc.error(
+            section,
+            "metric",
+            "trial.metric",
+            f"unknown metric '{metric}'; use one of {', '.join(METRICS)}",
+        )
+    if "mode" not in section:
+        values["mode"] = METRICS[metric]
+    elif values["mode"] != METRICS[metric]:
+        raise loc.error(
+            section, "mode", "trial.mode", f"{metric} is optimised with mode: {METRICS[metric]}"
+        )
+    if values["precision"] not in PRECISIONS:
+        raise loc.error(
+            section,
+            "precision",
+            "trial.precision",
+            f"precision must be one of {', '.join(PRECISIONS)}",
+        )
+    for key in ("max_epochs", "batch_size"):
+        if values[key] < 1:
+            raise loc.error(section, key, f"trial.{key}", f"{key} must be at least 1")
+    return TrialSpec(**values)
+
+
+def _search(
+    raw: LocatedDict, loc: Located, params: tuple[Param, ...], trial: TrialSpec
+) -> SearchSpec:
+    values = _section(raw, "search", loc)
+    section = raw.get("search") or LocatedDict()
+    scheduler = SchedulerSpec(**_section(section, "scheduler", loc, "search.scheduler"))
+    sched_section = section.get("scheduler") or LocatedDict()
+    if scheduler.type not in SCHEDULERS:
+        raise loc.error(
+            sched_section,
+            "type",
+            "search.scheduler.type",
+            f"scheduler type must be one of {', '.join(SCHEDULERS)}",
+        )
+    if not 1 <= scheduler.grace_period <= trial.max_epochs:
+        raise loc.error(
+            sched_section,
+            "grace_period",
+            "search.scheduler.grace_period",
+            f"grace_period must be between 1 and trial.max_epochs ({trial.max_epochs})",
+        )
+    if scheduler.reduction_factor <= 1:
+        raise loc.error(
+            sched_section,
+            "reduction_factor",
+            "search.scheduler.reduction_factor",
+            "reduction_factor must be > 1 (3 keeps the top third at each rung)",
+        )
+    if values["sampler"] not in SAMPLERS:
+        raise loc.error(
+            section, "sampler", "search.sampler", f"sampler must be one of {', '.join(SAMPLERS)}"
+        )
+    for key in ("num_samples", "max_concurrent"):
+        if values[key] < 1:
+            raise loc.error(section, key, f"search.{key}", f"{key} must be at least 1")
+    starts = section.get("start_from") or []
+    points = tuple(_start_point(p, params, loc, starts, i) for i, p in enumerate(starts))
+    return SearchSpec(
+        num_samples=values["num_samples"],
+        max_concurrent=values["max_concurrent"],
+        time_budget_s=values["time_budget"],
+        sampler=values["sampler"],
+        seed=values["seed"],
+        start_from=points,
+        scheduler=scheduler,
+    )
+
+
+def _start_point(
+    point: Any, params: tuple[Param, ...], loc: Located, starts: Any, index: int
+) -> dict[str, Any]:
+    path = f"search.start_from[{index}]"
+    if not isinstance(point, dict):
+        raise loc.error(
+            starts, index, path, "each start_from entry is a mapping {parameter: value}"
+        )
+    remaining = dict(point)
+    keyed: dict[str, Any] = {}
+    level = params
+    while level:
+        next_level: tuple[Param, ...] = ()
+        for param in level:
+            for name in (param.column, param.name):
+                if name in remaining and param.kind != "const":
+                    value = remaining.pop(name)
+                    if isinstance(value, str) and (number := as_number(value)) is not None:
+                        value = number
+                    if not param.contains(value):
+                        raise loc.error(
+                            point,
+                            name,
+                            f"{path}.{name}",
+                            f"{value!r} is outside the space's {param.describe()}",
+                        )
+                    keyed[param.key] = value
+                    if param.branches:
+                        next_level += param.branches[param.values.index(value)]
+                    break
+        level = next_level
+    if remaining:
+        key = next(iter(remaining))
+        raise loc.error(
+            point,
+            key,
+            f"{path}.{key}",
+            f"'{key}' is not a searched parameter of this space "
+            "(or its parent option is not chosen in this entry)",
+        )
+    return keyed
+
+
+def _check_data(data: DataSpec, raw: LocatedDict, loc: Located) -> None:
+    section = raw.get("data") or LocatedDict()
+    if (data.path is None) == (data.source is None):
+        raise loc.error(
+            section,
+            None,
+            "data",
+            "data needs exactly one of path: (an ImageFolder root) or source: digits",
+        )
+    if data.source is not None and data.source not in BUILTIN_SOURCES:
+        raise loc.error(
+            section,
+            "source",
+            "data.source",
+            f"unknown source; built-in: {', '.join(BUILTIN_SOURCES)}",
+        )
+    if data.image_size < 16:
+        raise loc.error(section, "image_size", "data.image_size", "image_size must be at least 16")
+    if (
+        not 0 < data.val_fraction < 1
+        or not 0 <= data.test_fraction < 1
+        or data.val_fraction + data.test_fraction >= 1
+    ):
+        raise loc.error(
+            section,
+            "val_fraction",
+            "data.val_fraction",
+            "need 0 < val_fraction < 1, 0 <= test_fraction < 1 and their sum < 1",
+        )
+
+
+def _check_resources(resources: ResourcesSpec, raw: LocatedDict, loc: Located) -> None:
+    section = raw.get("resources") or LocatedDict()
+    if resources.cpus <= 0:
+        raise loc.error(section, "cpus", "resources.cpus", "cpus per trial must be > 0")
+    if resources.gpus < 0 or (resources.gpus > 1 and not float(resources.gpus).is_integer()):
+        raise loc.error(
+            section,
+            "gpus",
+            "resources.gpus",
+            "gpus per trial is a fraction of one GPU (0.25, 0.5) or a whole number",
+        )
+
+
+def _check_models(params: tuple[Param, ...], loc: Located, section: LocatedDict) -> None:
+    supported = supported_backbones()
+    backbones = [p for p in walk(params) if p.name == "backbone"]
+    for param in backbones:
+        for value in param.values:
+            if value not in supported:
+                hint = difflib.get_close_matches(value, supported, n=1)
+                raise UserError(
+                    f"unknown backbone '{value}'"
+                    + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                    + f"; supported: {', '.join(supported)}",
+                    f"{loc.file}:{param.line} (space.{param.column})",
+                )
+    for param in (p for p in walk(params) if p.name == "weights"):
+        for value in param.values:
+            for backbone in (v for b in backbones for v in b.values):
+                try:
+                    resolve_weights(backbone, value)
+                except UserError as exc:
+                    raise UserError(
+                        exc.message, f"{loc.file}:{param.line} (space.{param.column})"
+                    ) from None

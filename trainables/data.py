@@ -1,0 +1,240 @@
+"""Data sources, the sweep's split, and decode-once image tensors.
+
+A sweep computes its split once (``make_split``), writes it to split.csv and
+every trial reads it back, so all trials and resumes see the same images.
+Each trial process decodes and resizes its images once into uint8 tensors
+(``decode_split``); augmentation then runs on tensors every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from torchvision.transforms.v2 import functional as F
+
+from trainables.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+BUILTIN_SOURCES = ("digits",)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_DIGITS_PREFIX = "digits:"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images of one split as uint8 NCHW tensors with integer labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def make_split(
+    path: str | None,
+    source: str | None,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> pd.DataFrame:
+    """Lists every image with its label and split (columns path, label, split)."""
+    if source is not None:
+        frame = _digits_items()
+        return _stratified(frame, val_fraction, test_fraction, seed, where=f"source: {source}")
+    root = Path(path or "")
+    if not root.is_dir():
+        raise UserError(
+            "the data folder does not exist or is not a folder; set data.path to an ImageFolder "
+            "root (class folders, or train/ val/ [test/] folders of class folders)",
+            str(root),
+        )
+    if (root / "train").is_dir():
+        return _presplit(root, val_fraction, test_fraction, seed)
+    frame = _list_class_folders(root, root)
+    return _stratified(frame, val_fraction, test_fraction, seed, where=str(root))
+
+
+def classes_of(frame: pd.DataFrame) -> list[str]:
+    """Class names in label-index order."""
+    return sorted(frame["label"].unique().tolist())
+
+
+def write_split(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_csv(path, index=False)
+
+
+def read_split(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError("split.csv is missing from the results folder; start a new sweep", str(path))
+    return pd.read_csv(path, dtype={"path": str, "label": str, "split": str})
+
+
+def decode_split(
+    frame: pd.DataFrame, root: str | None, image_size: int
+) -> tuple[list[str], dict[str, ImageSet]]:
+    """Decodes and resizes every image once; returns classes and one ImageSet per split."""
+    classes = classes_of(frame)
+    index = {name: i for i, name in enumerate(classes)}
+    digits = _digits_pixels() if frame["path"].str.startswith(_DIGITS_PREFIX).any() else None
+    sets: dict[str, ImageSet] = {}
+    for split in SPLITS:
+        rows = frame[frame["split"] == split]
+        if rows.empty:
+            continue
+        images = [
+            _digit_image(digits, item, image_size)
+            if item.startswith(_DIGITS_PREFIX) and digits is not None
+            else load_image(Path(root or "") / item, image_size)
+            for item in rows["path"]
+        ]
+        labels = torch.tensor([index[label] for label in rows["label"]], dtype=torch.long)
+        sets[split] = ImageSet(torch.stack(images), labels)
+    return classes, sets
+
+
+def load_image(path: Path, image_size: int) -> torch.Tensor:
+    """Reads an image file as a uint8 CHW tensor, resized and centre-cropped to a square."""
+    try:
+        with Image.open(path) as image:
+            return prepare_image(image, image_size)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read this image ({exc}); remove or replace it", str(path)) from exc
+
+
+def prepare_image(image: Image.Image | torch.Tensor, image_size: int) -> torch.Tensor:
+    """The one preprocessing used for training, evaluation and prediction.
+
+    Resizes the shorter side to ``image_size`` and centre-crops a square, on a
+    uint8 RGB tensor.
+    """
+    if isinstance(image, Image.Image):
+        tensor = F.pil_to_tensor(image.convert("RGB"))
+    else:
+        tensor = image
+        if tensor.dtype != torch.uint8:
+            tensor = (tensor.clamp(0, 1) * 255).round().to(torch.uint8)
+        if tensor.shape[0] == 1:
+            tensor = tensor.expand(3, -1, -1)
+    tensor = F.resize(tensor, [image_size], antialias=True)
+    return F.center_crop(tensor, [image_size, image_size]).contiguous()
+
+
+def _digits_items() -> pd.DataFrame:
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    return pd.DataFrame(
+        {"path": [f"{_DIGITS_PREFIX}{i}" for i in range(len(target))], "label": target.astype(str)}
+    )
+
+
+def _digits_pixels() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    # 8x8 intensities 0..16 -> 0..255
+    return np.round(load_digits().images * (255.0 / 16.0)).astype(np.uint8)
+
+
+def _digit_image(pixels: np.ndarray, item: str, image_size: int) -> torch.Tensor:
+    gray = torch.from_numpy(pixels[int(item[len(_DIGITS_PREFIX) :])])[None]
+    resized = F.resize(gray, [image_size, image_size], antialias=True)
+    return resized.expand(3, -1, -1).contiguous()
+
+
+def _list_class_folders(folder: Path, root: Path) -> pd.DataFrame:
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UserError(
+            "no class folders found; an ImageFolder has one sub-folder of images per class",
+            str(folder),
+        )
+    rows = []
+    for class_dir in classes:
+        files = sorted(
+            p
+            for p in class_dir.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
+        )
+        if not files:
+            raise UserError(
+                f"class folder '{class_dir.name}' holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add images or remove the folder",
+                str(class_dir),
+            )
+        rows += [(f.relative_to(root).as_posix(), class_dir.name) for f in files]
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def _presplit(root: Path, val_fraction: float, test_fraction: float, seed: int) -> pd.DataFrame:
+    train = _list_class_folders(root / "train", root)
+    parts = {"train": train}
+    for split in ("val", "test"):
+        if (root / split).is_dir():
+            parts[split] = _list_class_folders(root / split, root)
+    names = set(train["label"])
+    for split, part in parts.items():
+        if set(part["label"]) != names:
+            raise UserError(
+                f"the class folders of {split}/ differ from train/: "
+                f"missing {sorted(names - set(part['label']))}, "
+                f"extra {sorted(set(part['label']) - names)}; make them match",
+                str(root / split),
+            )
+    val_frac = 0.0 if "val" in parts else val_fraction
+    test_frac = 0.0 if "test" in parts else test_fraction
+    frame = _stratified(train, val_frac, test_frac, seed, where=str(root / "train"))
+    extra = [part.assign(split=split) for split, part in parts.items() if split != "train"]
+    return pd.concat([frame, *extra], ignore_index=True)
+
+
+def _stratified(
+    frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int, where: str
+) -> pd.DataFrame:
+    frame = frame.assign(split="train")
+    remaining = frame.index.to_numpy()
+    for split, fraction, of_rest in (
+        ("test", test_fraction, 1.0),
+        ("val", val_fraction, 1.0 - test_fraction),
+    ):
+        if fraction <= 0:
+            continue
+        labels = frame.loc[remaining, "label"].to_numpy()
+        _check_class_sizes(labels, where)
+        try:
+            keep, take = train_test_split(
+                remaining, test_size=fraction / of_rest, stratify=labels, random_state=seed
+            )
+        except ValueError as exc:
+            raise UserError(
+                f"cannot split off a stratified {split} set of {fraction:g} ({exc}); "
+                f"add images, lower data.{split}_fraction, or provide a {split}/ folder",
+                where,
+            ) from exc
+        frame.loc[take, "split"] = split
+        remaining = np.sort(keep)
+    return frame
+
+
+def _check_class_sizes(labels: Sequence[str] | np.ndarray, where: str) -> None:
+    small = {name: n for name, n in Counter(labels).items() if n < 3}
+    if small:
+        raise UserError(
+            f"classes with fewer than 3 images cannot be split into train/val/test: {small}; "
+            "add images to them or remove them",
+            where,
+        )

@@ -1,0 +1,20 @@
+"""The one exception type for problems a user can cause and fix."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input: a file, a key, a flag or data. The CLI exits with code 2.
+
+    Args:
+        message: what is wrong and how to fix it, in a sentence or two.
+        location: where, e.g. ``spaces/x.yaml:12 (space.lr)`` or a folder path.
+    """
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message

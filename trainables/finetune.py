@@ -1,0 +1,216 @@
+"""The shared fine-tuning trainable.
+
+``train`` is the whole recipe in one function: read config -> build data,
+model, optimizer -> maybe resume -> per epoch: train, evaluate, checkpoint,
+report. It knows nothing of Ray; ``tune_trainable`` is the thin Ray Tune
+wrapper that supplies the checkpoint to resume from and the report callback.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from trainables import hparams as hp
+from trainables.augment import TensorImages, build_augmentation
+from trainables.data import decode_split, read_split
+from trainables.hparams import HParams
+from trainables.loop import evaluate, train_epoch
+from trainables.models import build_model
+from trainables.optim import build_optimizer, build_scheduler
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+Report = Callable[[dict[str, Any], Path], None]
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """Sweep-wide settings every trial shares (not searched)."""
+
+    split_csv: str
+    data_root: str | None
+    image_size: int
+    max_epochs: int
+    batch_size: int
+    precision: str = "bf16"
+    seed: int = 0
+    cpus: float = 1.0
+
+
+def tune_trainable(
+    config: dict[str, Any], *, setup: TrialSetup, resolve: Callable[[dict], dict]
+) -> None:
+    """Ray Tune function trainable: sampled config in, one report per epoch out."""
+    from ray import tune
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    checkpoint = tune.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
+        state = load_state(Path(resume_dir)) if resume_dir else None
+    train(HParams.from_mapping(resolve(config)), setup, report=report, state=state)
+
+
+def train(
+    hparams: HParams, setup: TrialSetup, *, report: Report, state: dict | None = None
+) -> None:
+    """Fine-tunes one configuration for ``setup.max_epochs`` epochs (or until stopped)."""
+    torch.set_num_threads(max(1, int(setup.cpus)))
+    _seed_everything(setup.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp_dtype, scaler = _precision(setup.precision, device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+
+    classes, sets = decode_split(read_split(Path(setup.split_csv)), setup.data_root, setup.image_size)
+    train_set = TensorImages(
+        sets["train"].images,
+        sets["train"].labels,
+        build_augmentation(hparams.augmentation, setup.image_size),
+    )
+    model = build_model(
+        hparams.backbone,
+        len(classes),
+        weights=hparams.weights,
+        frozen_depth=hparams.frozen_depth,
+        head_hidden=hparams.head_hidden,
+        head_dropout=hparams.head_dropout,
+        image_size=setup.image_size,
+    ).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(
+        model,
+        hparams.optimizer,
+        lr=hparams.lr,
+        backbone_lr_mult=hparams.backbone_lr_mult,
+        weight_decay=hparams.weight_decay,
+        momentum=hparams.momentum,
+        nesterov=hparams.nesterov,
+    )
+    steps_per_epoch = -(-len(train_set) // setup.batch_size)
+    scheduler = build_scheduler(
+        optimizer,
+        hparams.lr_scheduler,
+        epochs=setup.max_epochs,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=hparams.warmup_epochs,
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=hparams.label_smoothing)
+
+    epoch, train_seconds, started_at = 0, 0.0, time.time()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        epoch, train_seconds = state["epoch"], state["train_seconds"]
+        started_at = state["started_at"]
+        _set_rng_state(state["rng"])
+
+    num_params = sum(p.numel() for p in model.parameters())
+    val = sets["val"]
+    while epoch < setup.max_epochs:
+        tic = time.perf_counter()
+        loader = DataLoader(
+            train_set,
+            batch_size=setup.batch_size,
+            shuffle=True,
+            drop_last=len(train_set) > setup.batch_size,
+            generator=torch.Generator().manual_seed(setup.seed * 100_003 + epoch),
+            pin_memory=device.type == "cuda",
+        )
+        train_loss = train_epoch(
+            model, loader, optimizer, scheduler, loss_fn, device, amp_dtype=amp_dtype, scaler=scaler
+        )
+        scores = evaluate(
+            model, val.images, val.labels, device, batch_size=2 * setup.batch_size,
+            amp_dtype=amp_dtype,
+        )
+        epoch += 1
+        seconds = time.perf_counter() - tic
+        train_seconds += seconds
+        metrics = {
+            hp.EPOCH: epoch,
+            hp.TRAIN_LOSS: train_loss,
+            hp.VAL_LOSS: scores["loss"],
+            hp.VAL_ACCURACY: scores["accuracy"],
+            hp.VAL_F1_MACRO: scores["f1_macro"],
+            hp.EPOCH_SECONDS: seconds,
+            hp.TRAIN_SECONDS: train_seconds,
+            hp.STARTED_AT: started_at,
+            hp.PARAMS: num_params,
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(
+                Path(directory),
+                metrics,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict() if scaler is not None else None,
+                epoch=epoch,
+                train_seconds=train_seconds,
+                started_at=started_at,
+                rng=_rng_state(),
+            )
+            report(metrics, Path(directory))
+
+
+def save_state(directory: Path, metrics: dict[str, Any], **state: Any) -> None:
+    torch.save(state, directory / STATE_FILE)
+    (directory / META_FILE).write_text(json.dumps(metrics))
+
+
+def load_state(directory: Path) -> dict[str, Any]:
+    """Reads a checkpoint's state without unpickling arbitrary objects."""
+    return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _precision(
+    precision: str, device: torch.device
+) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    if device.type != "cuda" or precision == "fp32":
+        return None, None
+    if precision == "bf16" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state["numpy"] = [name, torch.from_numpy(keys.copy()), pos, has_gauss, gauss]
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy(), pos, has_gauss, gauss))

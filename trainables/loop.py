@@ -1,0 +1,95 @@
+"""One training epoch and one evaluation pass: plain PyTorch, no Ray."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import nullcontext
+
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+
+from trainables.augment import normalize
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision on GPU only; the CPU trains in fp32."""
+    if dtype is None or device.type != "cuda":
+        return nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 batch -> normalised float batch on the device (channels_last on GPU)."""
+    batch = normalize(images.to(device, non_blocking=True))
+    return batch.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else batch
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: nn.Module,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
+    """Trains one pass over ``batches``; returns the mean training loss."""
+    model.train()
+    total, count = 0.0, 0
+    for images, labels in batches:
+        inputs, targets = to_device(images, device), labels.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            loss = loss_fn(model(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total += float(loss.detach()) * len(labels)
+        count += len(labels)
+    return total / max(1, count)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Logits for uint8 NCHW images, in eval mode, batched, returned on the CPU."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        with autocast(device, amp_dtype):
+            logits = model(to_device(images[start : start + batch_size], device))
+        outputs.append(logits.float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Loss, accuracy and macro F1 over a split."""
+    logits = predict_logits(model, images, device, batch_size=batch_size, amp_dtype=amp_dtype)
+    predicted = logits.argmax(dim=1)
+    return {
+        "loss": float(nn.functional.cross_entropy(logits, labels)),
+        "accuracy": float((predicted == labels).float().mean()),
+        "f1_macro": float(f1_score(labels.numpy(), predicted.numpy(), average="macro")),
+    }
