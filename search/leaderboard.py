@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from search.params import walk
 from search.space import Space, load_space
 from search.tuner import TUNE_DIR
 from trainables import hparams as hp
@@ -68,16 +69,28 @@ def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFram
     """
     space = open_sweep(sweep_dir)
     metric, mode = space.trial.metric, space.trial.mode
-    rows = [_row(space, record, finished) for record in read_trials(sweep_dir)]
+    rows = [_row(space, record, finished) for record in read_trials(sweep_dir.resolve())]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["rank", "trial_id", "status"])
     key = f"best_{metric}"
+    if key not in frame:
+        frame[key] = float("nan")
     frame = frame.sort_values(
         [key, "trial_id"], ascending=[mode == "min", True], na_position="last", kind="stable"
     )
     frame.insert(0, "rank", range(1, len(frame) + 1))
-    return frame.reset_index(drop=True)
+    return frame.reset_index(drop=True)[_column_order(space, frame)]
+
+
+def _column_order(space: Space, frame: pd.DataFrame) -> list[str]:
+    """rank, trial_id, status, the parameters in space order, metrics, cost, the rest."""
+    params = list(dict.fromkeys(p.column for p in walk(space.params)))
+    metrics = [f"{w}_{m}" for m in hp.METRICS for w in ("best", "last")]
+    fixed = ["rank", "trial_id", "status", *params, *metrics]
+    tail = ["best_epoch", "epochs", "train_seconds", "params", "error", "checkpoint"]
+    known = [c for c in [*fixed, *tail] if c in frame]
+    return known + [c for c in frame.columns if c not in known]
 
 
 def best_trial(frame: pd.DataFrame, metric: str) -> pd.Series:
@@ -95,17 +108,17 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return frame.to_csv(index=False)
     if fmt == "json":
         return frame.to_json(orient="records", indent=2)
-    shown = frame.drop(columns=["checkpoint", "started_at"], errors="ignore")
+    shown = frame.drop(columns=["checkpoint", "started_at", "ended_at"], errors="ignore")
+    shown = shown.astype(object).where(shown.notna(), "")
     shown = shown.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
     if fmt == "markdown":
         header = "| " + " | ".join(shown.columns) + " |"
         rule = "|" + "|".join("---" for _ in shown.columns) + "|"
         body = [
-            "| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-            for row in shown.itertuples(index=False)
+            "| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)
         ]
         return "\n".join([header, rule, *body])
-    return shown.fillna("").to_string(index=False)
+    return shown.to_string(index=False)
 
 
 def _row(space: Space, record: TrialRecord, finished: bool) -> dict[str, Any]:

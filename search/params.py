@@ -71,13 +71,8 @@ class Located:
         return UserError(message, f"{where} ({path})")
 
 
-def parse_params(section: Any, loc: Located) -> tuple[Param, ...]:
-    if not isinstance(section, LocatedDict) or not section:
-        raise loc.error(section, None, "space", "space: must map hyperparameters to values")
-    params = _parse_level(section, loc, "space", (), "", frozenset(section), None)
-    if "backbone" not in section:
-        raise loc.error(section, None, "space", "space.backbone is required (e.g. resnet50)")
-    return params
+def parse_params(section: LocatedDict, loc: Located) -> tuple[Param, ...]:
+    return _parse_level(section, loc, "space", (), "", frozenset(section), None)
 
 
 def walk(params: tuple[Param, ...]) -> Iterator[Param]:

@@ -163,6 +163,8 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Spa
     data = DataSpec(**_section(raw, "data", loc))
     trial = _trial(raw, loc)
     resources = ResourcesSpec(**_section(raw, "resources", loc))
+    if not isinstance(raw["space"], dict) or "backbone" not in raw["space"]:
+        raise loc.error(raw, "space", "space", "space: needs at least backbone: (e.g. resnet50)")
     params = parse_params(raw["space"], loc)
     search = _search(raw, loc, params, trial)
     _check_data(data, raw, loc)
