@@ -27,6 +27,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check search trainables tests benchmarks
 	$(BIN)/ruff format --check search trainables tests benchmarks
+	$(BIN)/mypy search trainables
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/epoch_overhead.py

@@ -62,9 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     if result.best_dir is not None:
         best = result.leaderboard.iloc[0]
-        print(
-            f"\nbest: trial {best['trial_id']}, {metric} {best[metric]:.4f}; model exported to {result.best_dir}"
-        )
+        print(f"\nbest: trial {best['trial_id']}, {metric} {best[metric]:.4f}")
+        print(f"model exported to {result.best_dir}")
         print(
             f"load it with: from search import load_model; model = load_model('{result.best_dir}')"
         )
@@ -85,16 +84,15 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from search.leaderboard import build_leaderboard, open_sweep, render
 
     sweep_dir = Path(args.sweep)
-    space = open_sweep(sweep_dir)
+    open_sweep(sweep_dir)
     finished = (sweep_dir / "leaderboard.csv").is_file()
     frame = build_leaderboard(sweep_dir, finished=finished)
     if args.sort:
         if args.sort not in frame:
             raise UserError(f"no column '{args.sort}'; columns: {', '.join(frame.columns)}")
+        # costs and losses rank low-first, everything else high-first
         ascending = args.sort.endswith("_loss") or args.sort in ("train_seconds", "params", "rank")
         frame = frame.sort_values(args.sort, ascending=ascending, na_position="last")
-    elif space.trial.metric not in ("",):
-        pass
     if args.top:
         frame = frame.head(args.top)
     print(render(frame, args.format))
@@ -143,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     board = commands.add_parser(
         "leaderboard",
         help="ranked trials of a sweep",
-        description="Ranked trials. Example: ftsweep leaderboard results/quickstart --top 5 --format markdown",
+        description="Ranked trials. Example: ftsweep leaderboard results/quickstart --top 5",
     )
     board.add_argument("sweep", help="RESULTS/NAME")
     board.add_argument("--top", type=int, help="show the best K")

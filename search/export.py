@@ -117,15 +117,18 @@ class FineTunedModel(nn.Module):
         return [self.classes[i] for i in self.predict_proba(images).argmax(dim=1).tolist()]
 
     def _prepare(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        items: Sequence[ImageLike]
         if isinstance(images, torch.Tensor) and images.ndim == 4:
-            images = list(images)
-        elif not isinstance(images, list | tuple):
-            images = [images]
+            items = list(images)
+        elif isinstance(images, list | tuple):
+            items = images
+        else:
+            items = [images]  # type: ignore[list-item]
         prepared = [
             load_image(Path(im), self.image_size)
             if isinstance(im, str | Path)
             else prepare_image(im, self.image_size)
-            for im in images
+            for im in items
         ]
         return torch.stack(prepared)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,10 +127,8 @@ def _row(space: Space, record: TrialRecord, finished: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"trial_id": record.trial_id}
     results = [r for r in record.results if metric in r]
     row["status"] = _status(space, record, results, finished)
-    try:
+    with contextlib.suppress(KeyError, ValueError):  # a trial whose config is not on disk yet
         row |= space.resolve(record.config)
-    except (KeyError, ValueError):
-        pass
     if results:
         history = pd.DataFrame(results)
         best_index = history[metric].idxmax() if mode == "max" else history[metric].idxmin()

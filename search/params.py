@@ -71,7 +71,7 @@ class Located:
         return UserError(message, f"{where} ({path})")
 
 
-def parse_params(section: LocatedDict, loc: Located) -> tuple[Param, ...]:
+def parse_params(section: Any, loc: Located) -> tuple[Param, ...]:
     return _parse_level(section, loc, "space", (), "", frozenset(section), None)
 
 
@@ -139,7 +139,7 @@ def _parse_param(
     columns: tuple[str, ...],
     key_prefix: str,
 ) -> Param:
-    common = {
+    common: dict[str, Any] = {
         "name": name,
         "column": "/".join(columns),
         "key": key_prefix + name,
@@ -176,9 +176,7 @@ def _parse_param(
     return _parse_range(name, kind, value, loc, path, common)
 
 
-def _parse_range(
-    name: str, kind: str, value: LocatedDict, loc: Located, path: str, common: dict
-) -> Param:
+def _parse_range(name: str, kind: str, value: Any, loc: Located, path: str, common: dict) -> Param:
     spec = HPARAMS[name]
     want_int = kind == "int"
     if want_int != (spec.type is int) or spec.type not in (int, float):
@@ -203,7 +201,7 @@ def _parse_range(
             f"{path}.{kind}",
             f"{kind} takes [low, high], two {'integers' if want_int else 'numbers'}",
         )
-    low, high = numbers
+    low, high = float(numbers[0] or 0), float(numbers[1] or 0)  # both checked above
     if low > high or (low == high and not want_int):
         raise loc.error(
             value,
@@ -236,7 +234,7 @@ def _with_branches(
     param: Param, value: LocatedDict, loc: Located, path: str, defined: frozenset[str]
 ) -> Param:
     body = value["choice"]
-    branches = []
+    branches: list[tuple[Param, ...]] = []
     for option, raw in zip(param.values, body.values(), strict=True):
         here = f"{path}.choice.{option}"
         if raw in (None, {}):

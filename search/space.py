@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from search._yaml import LocatedDict, as_number, load_yaml, plain
-from search.params import Located, Param, parse_params, resolve, walk
-from trainables.data import BUILTIN_SOURCES
-from trainables.errors import UserError
+from search.checks import check_data, check_models, check_resources, start_point
+from search.params import Located, Param, parse_params, resolve
+from trainables.data import make_split
 from trainables.hparams import METRICS
-from trainables.models import resolve_weights, supported_backbones
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -34,6 +34,16 @@ class DataSpec:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
+
+    def split(self) -> pd.DataFrame:
+        """Every image with its label and split (train/val/test), stratified and seeded."""
+        return make_split(
+            self.path,
+            self.source,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -167,9 +177,9 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Spa
         raise loc.error(raw, "space", "space", "space: needs at least backbone: (e.g. resnet50)")
     params = parse_params(raw["space"], loc)
     search = _search(raw, loc, params, trial)
-    _check_data(data, raw, loc)
-    _check_resources(resources, raw, loc)
-    _check_models(params, loc, raw["space"])
+    check_data(data, raw, loc)
+    check_resources(resources, raw, loc)
+    check_models(params, loc, raw["space"])
     return Space(name, data, trial, search, resources, params, plain(raw))
 
 
@@ -301,7 +311,7 @@ def _search(
         if values[key] < 1:
             raise loc.error(section, key, f"search.{key}", f"{key} must be at least 1")
     starts = section.get("start_from") or []
-    points = tuple(_start_point(p, params, loc, starts, i) for i, p in enumerate(starts))
+    points = tuple(start_point(p, params, loc, starts, i) for i, p in enumerate(starts))
     return SearchSpec(
         num_samples=values["num_samples"],
         max_concurrent=values["max_concurrent"],
@@ -311,114 +321,3 @@ def _search(
         start_from=points,
         scheduler=scheduler,
     )
-
-
-def _start_point(
-    point: Any, params: tuple[Param, ...], loc: Located, starts: Any, index: int
-) -> dict[str, Any]:
-    path = f"search.start_from[{index}]"
-    if not isinstance(point, dict):
-        raise loc.error(
-            starts, index, path, "each start_from entry is a mapping {parameter: value}"
-        )
-    remaining = dict(point)
-    keyed: dict[str, Any] = {}
-    level = params
-    while level:
-        next_level: tuple[Param, ...] = ()
-        for param in level:
-            for name in (param.column, param.name):
-                if name in remaining and param.kind != "const":
-                    value = remaining.pop(name)
-                    if isinstance(value, str) and (number := as_number(value)) is not None:
-                        value = number
-                    if not param.contains(value):
-                        raise loc.error(
-                            point,
-                            name,
-                            f"{path}.{name}",
-                            f"{value!r} is outside the space's {param.describe()}",
-                        )
-                    keyed[param.key] = value
-                    if param.branches:
-                        next_level += param.branches[param.values.index(value)]
-                    break
-        level = next_level
-    if remaining:
-        key = next(iter(remaining))
-        raise loc.error(
-            point,
-            key,
-            f"{path}.{key}",
-            f"'{key}' is not a searched parameter of this space "
-            "(or its parent option is not chosen in this entry)",
-        )
-    return keyed
-
-
-def _check_data(data: DataSpec, raw: LocatedDict, loc: Located) -> None:
-    section = raw.get("data") or LocatedDict()
-    if (data.path is None) == (data.source is None):
-        raise loc.error(
-            section,
-            None,
-            "data",
-            "data needs exactly one of path: (an ImageFolder root) or source: digits",
-        )
-    if data.source is not None and data.source not in BUILTIN_SOURCES:
-        raise loc.error(
-            section,
-            "source",
-            "data.source",
-            f"unknown source; built-in: {', '.join(BUILTIN_SOURCES)}",
-        )
-    if data.image_size < 16:
-        raise loc.error(section, "image_size", "data.image_size", "image_size must be at least 16")
-    if (
-        not 0 < data.val_fraction < 1
-        or not 0 <= data.test_fraction < 1
-        or data.val_fraction + data.test_fraction >= 1
-    ):
-        raise loc.error(
-            section,
-            "val_fraction",
-            "data.val_fraction",
-            "need 0 < val_fraction < 1, 0 <= test_fraction < 1 and their sum < 1",
-        )
-
-
-def _check_resources(resources: ResourcesSpec, raw: LocatedDict, loc: Located) -> None:
-    section = raw.get("resources") or LocatedDict()
-    if resources.cpus <= 0:
-        raise loc.error(section, "cpus", "resources.cpus", "cpus per trial must be > 0")
-    if resources.gpus < 0 or (resources.gpus > 1 and not float(resources.gpus).is_integer()):
-        raise loc.error(
-            section,
-            "gpus",
-            "resources.gpus",
-            "gpus per trial is a fraction of one GPU (0.25, 0.5) or a whole number",
-        )
-
-
-def _check_models(params: tuple[Param, ...], loc: Located, section: LocatedDict) -> None:
-    supported = supported_backbones()
-    backbones = [p for p in walk(params) if p.name == "backbone"]
-    for param in backbones:
-        for value in param.values:
-            if value not in supported:
-                hint = difflib.get_close_matches(value, supported, n=1)
-                raise UserError(
-                    f"unknown backbone '{value}'"
-                    + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                    + f"; supported: {', '.join(supported)}",
-                    f"{loc.file}:{param.line} (space.{param.column})",
-                )
-    for param in (p for p in walk(params) if p.name == "weights"):
-        for value in param.values:
-            for backbone in (v for b in backbones for v in b.values):
-                try:
-                    resolve_weights(backbone, value)
-                except UserError as exc:
-                    raise UserError(
-                        exc.message, f"{loc.file}:{param.line} (space.{param.column})"
-                    ) from None

@@ -14,7 +14,7 @@ from search.export import export_trial, replace_folder
 from search.leaderboard import LEADERBOARD_FILE, SPACE_FILE, SPLIT_FILE, build_leaderboard
 from search.space import Space, load_space
 from search.tuner import TUNE_DIR, build_tuner
-from trainables.data import make_split, write_split
+from trainables.data import write_split
 from trainables.errors import UserError
 from trainables.finetune import TrialSetup
 
@@ -44,13 +44,7 @@ def prepare_sweep(space_file: Path, results: Path, overrides: dict[str, Any]) ->
             "or move the folder away to start over",
             str(sweep_dir),
         )
-    split = make_split(
-        space.data.path,
-        space.data.source,
-        val_fraction=space.data.val_fraction,
-        test_fraction=space.data.test_fraction,
-        seed=space.data.seed,
-    )
+    split = space.data.split()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     space.dump(sweep_dir / SPACE_FILE)
     write_split(split, sweep_dir / SPLIT_FILE)

@@ -9,7 +9,6 @@ import torch
 
 from search.params import walk
 from search.space import Space
-from trainables.data import make_split
 from trainables.models import cached_weights_file, resolve_weights, stage_count
 
 
@@ -19,13 +18,7 @@ def describe(space: Space) -> list[str]:
     for param in walk(space.params):
         depth = param.column.count("/")
         lines.append(f"  {'  ' * depth}{param.column}: {param.describe()}")
-    split = make_split(
-        space.data.path,
-        space.data.source,
-        val_fraction=space.data.val_fraction,
-        test_fraction=space.data.test_fraction,
-        seed=space.data.seed,
-    )
+    split = space.data.split()
     counts = split.groupby("split").size().to_dict()
     lines.append(
         f"data: {space.data.source or space.data.path}: {len(split)} images, "

@@ -26,8 +26,13 @@ def small_split(tmp_path_factory) -> Path:
 def _run(split: Path, epochs: int, keep: Path, state=None) -> list[dict]:
     setup = TrialSetup(str(split), None, image_size=16, max_epochs=epochs, batch_size=16)
     hparams = HParams(
-        backbone="resnet18", lr=3e-3, augmentation="randaugment", lr_scheduler="cosine",
-        warmup_epochs=1, head_hidden=16, head_dropout=0.1,
+        backbone="resnet18",
+        lr=3e-3,
+        augmentation="randaugment",
+        lr_scheduler="cosine",
+        warmup_epochs=1,
+        head_hidden=16,
+        head_dropout=0.1,
     )
     reports = []
 

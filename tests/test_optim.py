@@ -44,9 +44,7 @@ def test_onecycle_peaks_at_the_base_lr():
 
 def test_backbone_gets_its_own_lr_and_no_decay_on_biases():
     model = build_model("resnet18", 3, frozen_depth=1, image_size=32)
-    optimizer = build_optimizer(
-        model, "adamw", lr=1e-3, backbone_lr_mult=0.1, weight_decay=0.05
-    )
+    optimizer = build_optimizer(model, "adamw", lr=1e-3, backbone_lr_mult=0.1, weight_decay=0.05)
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert groups["head"]["lr"] == pytest.approx(1e-3)
     assert groups["backbone"]["lr"] == pytest.approx(1e-4)

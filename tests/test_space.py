@@ -53,7 +53,9 @@ def test_every_construct(write_space):
     assert params["lr"].low == pytest.approx(1e-5)  # "1e-5" is a string to PyYAML
     assert params["optimizer/momentum"].key == "optimizer.sgd.momentum"
     assert params["optimizer/nesterov"].kind == "const"
-    assert space.search.start_from == ({"optimizer": "sgd", "optimizer.sgd.momentum": 0.9, "lr": 1e-3},)
+    assert space.search.start_from == (
+        {"optimizer": "sgd", "optimizer.sgd.momentum": 0.9, "lr": 1e-3},
+    )
 
 
 def test_flags_override_file(write_space):
@@ -64,7 +66,11 @@ def test_flags_override_file(write_space):
 
 BAD = [
     # (yaml under `space:` or a whole file, expected words, expected line)
-    ("space:\n  backbone: resnet18\n  lrr: 0.1\n", "unknown parameter 'lrr' (did you mean 'lr'?)", 3),
+    (
+        "space:\n  backbone: resnet18\n  lrr: 0.1\n",
+        "unknown parameter 'lrr' (did you mean 'lr'?)",
+        3,
+    ),
     ("space:\n  backbone: resnet_18\n", "unknown backbone 'resnet_18'", 2),
     ("space:\n  backbone: resnet18\n  lr: {loguniform: [1e-2, 1e-5]}\n", "reversed range", 3),
     ("space:\n  backbone: resnet18\n  lr: {uniform: [0.1, 0.1]}\n", "empty or reversed range", 3),
@@ -75,9 +81,17 @@ BAD = [
     ("space:\n  backbone: resnet18\n  optimizer: adam\n", "one of adamw, sgd", 3),
     ("space:\n  backbone: resnet18\n  lr: {choice: []}\n", "non-empty list", 3),
     ("space:\n  backbone: resnet18\n  lr: {loguniform: [0, 1]}\n", "must be >=", 3),
-    ("space:\n  backbone: resnet18\n  head_dropout: {uniform: [0, 1.5]}\n", "must be >= 0 and < 1", 3),
+    (
+        "space:\n  backbone: resnet18\n  head_dropout: {uniform: [0, 1.5]}\n",
+        "must be >= 0 and < 1",
+        3,
+    ),
     ("space:\n  backbone: resnet18\n  lr: {uniform: [0.1, 0.2], lg: 1}\n", "exactly one of", 3),
-    ("space:\n  backbone: resnet18\n  lr: {loguniform: [1e-4, 1e-2], step: 1e-4}\n", "step with a log", 3),
+    (
+        "space:\n  backbone: resnet18\n  lr: {loguniform: [1e-4, 1e-2], step: 1e-4}\n",
+        "step with a log",
+        3,
+    ),
     ("space:\n  backbone: resnet18\n  weights: IMAGENET9K\n", "unknown weights 'IMAGENET9K'", 3),
     ("space:\n  backbone: resnet18\n  weights: /no/such/file.pth\n", "weights file not found", 3),
     ("space:\n  lr: 0.1\n", "needs at least backbone", 1),
@@ -91,13 +105,29 @@ BAD = [
         "already set at an outer level",
         6,
     ),
-    ("space:\n  backbone: resnet18\nsearch:\n  samplr: tpe\n", "unknown key 'samplr' (did you mean 'sampler'?)", 4),
+    (
+        "space:\n  backbone: resnet18\nsearch:\n  samplr: tpe\n",
+        "unknown key 'samplr' (did you mean 'sampler'?)",
+        4,
+    ),
     ("space:\n  backbone: resnet18\nsearch:\n  sampler: bayes\n", "sampler must be one of", 4),
     ("space:\n  backbone: resnet18\nsearch:\n  time_budget: soon\n", "a duration like", 4),
     ("space:\n  backbone: resnet18\nsearch:\n  num_samples: ten\n", "expected an integer", 4),
-    ("space:\n  backbone: resnet18\nsearch:\n  scheduler: {type: hyperband}\n", "scheduler type", 4),
-    ("space:\n  backbone: resnet18\n  lr: {uniform: [0.1, 0.2]}\nsearch:\n  start_from: [{lr: 5}]\n", "outside the space", 5),
-    ("space:\n  backbone: resnet18\nsearch:\n  start_from: [{momentum: 0.9}]\n", "not a searched parameter", 4),
+    (
+        "space:\n  backbone: resnet18\nsearch:\n  scheduler: {type: hyperband}\n",
+        "scheduler type",
+        4,
+    ),
+    (
+        "space:\n  backbone: resnet18\n  lr: {uniform: [0.1, 0.2]}\nsearch:\n  start_from: [{lr: 5}]\n",
+        "outside the space",
+        5,
+    ),
+    (
+        "space:\n  backbone: resnet18\nsearch:\n  start_from: [{momentum: 0.9}]\n",
+        "not a searched parameter",
+        4,
+    ),
     ("space:\n  backbone: resnet18\ntrial:\n  metric: accuracy\n", "unknown metric 'accuracy'", 4),
     ("space:\n  backbone: resnet18\ntrial:\n  metric: val_loss\n  mode: max\n", "mode: min", 5),
     ("space:\n  backbone: resnet18\ntrial:\n  precision: fp8\n", "precision must be one of", 4),

@@ -73,8 +73,18 @@ def test_leaderboard_has_one_row_per_trial(sweep):
     assert board["trial_id"].is_unique
     assert list(board["rank"]) == [1, 2, 3, 4]
     assert board["best_val_accuracy"].is_monotonic_decreasing
-    for column in ("lr", "optimizer", "optimizer/weight_decay", "best_epoch", "epochs",
-                   "train_seconds", "params", "checkpoint", "last_val_loss", "status"):
+    for column in (
+        "lr",
+        "optimizer",
+        "optimizer/weight_decay",
+        "best_epoch",
+        "epochs",
+        "train_seconds",
+        "params",
+        "checkpoint",
+        "last_val_loss",
+        "status",
+    ):
         assert column in board
     assert board.iloc[0]["best_val_accuracy"] > 0.5
     assert board.iloc[0]["lr"] == pytest.approx(3e-3)
@@ -90,9 +100,7 @@ def test_asha_stopped_a_trial_early(sweep):
 
 def test_trials_ran_concurrently(sweep):
     spans = sweep.leaderboard[["started_at", "ended_at"]].to_numpy()
-    overlaps = [
-        min(a[1], b[1]) - max(a[0], b[0]) for a, b in itertools.combinations(spans, 2)
-    ]
+    overlaps = [min(a[1], b[1]) - max(a[0], b[0]) for a, b in itertools.combinations(spans, 2)]
     assert max(overlaps) > 1.0  # seconds during which two trials trained at once
 
 

@@ -78,7 +78,9 @@ def write_split(frame: pd.DataFrame, path: Path) -> None:
 
 def read_split(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise UserError("split.csv is missing from the results folder; start a new sweep", str(path))
+        raise UserError(
+            "split.csv is missing from the results folder; start a new sweep", str(path)
+        )
     return pd.read_csv(path, dtype={"path": str, "label": str, "split": str})
 
 

@@ -76,7 +76,9 @@ def train(
     amp_dtype, scaler = _precision(setup.precision, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
 
-    classes, sets = decode_split(read_split(Path(setup.split_csv)), setup.data_root, setup.image_size)
+    classes, sets = decode_split(
+        read_split(Path(setup.split_csv)), setup.data_root, setup.image_size
+    )
     train_set = TensorImages(
         sets["train"].images,
         sets["train"].labels,
@@ -139,7 +141,11 @@ def train(
             model, loader, optimizer, scheduler, loss_fn, device, amp_dtype=amp_dtype, scaler=scaler
         )
         scores = evaluate(
-            model, val.images, val.labels, device, batch_size=2 * setup.batch_size,
+            model,
+            val.images,
+            val.labels,
+            device,
+            batch_size=2 * setup.batch_size,
             amp_dtype=amp_dtype,
         )
         epoch += 1
@@ -202,8 +208,8 @@ def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state["numpy"] = [name, torch.from_numpy(keys.copy()), pos, has_gauss, gauss]
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    state["numpy"] = [name, torch.from_numpy(np.array(keys)), pos, has_gauss, gauss]
     return state
 
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -29,11 +30,11 @@ class Family:
 
     prefixes: tuple[str, ...]
     classifier: str  # dotted path of the layer our head replaces
-    stages: Callable[[nn.Module], list[Stage]]
+    stages: Callable[[Any], list[Stage]]  # torchvision models are typed loosely
     takes_image_size: bool = False  # the builder is told the input size (ViT)
 
 
-def _resnet_stages(model: nn.Module) -> list[Stage]:
+def _resnet_stages(model: Any) -> list[Stage]:
     return [[model.conv1, model.bn1]] + [[getattr(model, f"layer{i}")] for i in range(1, 5)]
 
 
@@ -41,7 +42,7 @@ def _downsamples(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) and max(m.stride) > 1 for m in module.modules())
 
 
-def _features_stages(model: nn.Module) -> list[Stage]:
+def _features_stages(model: Any) -> list[Stage]:
     """Stem, then one stage per resolution: a block that downsamples opens a stage."""
     blocks = list(model.features.children())
     stages: list[Stage] = [[blocks[0]]]
@@ -53,7 +54,7 @@ def _features_stages(model: nn.Module) -> list[Stage]:
     return stages
 
 
-def _vit_stages(model: nn.Module) -> list[Stage]:
+def _vit_stages(model: Any) -> list[Stage]:
     layers = list(model.encoder.layers.children())
     quarter = max(1, len(layers) // 4)
     groups: list[Stage] = [list(layers[i : i + quarter]) for i in range(0, len(layers), quarter)]
@@ -231,8 +232,10 @@ def _load_state_dict_file(model: nn.Module, path: Path) -> None:
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(loaded, dict):
+            raise UserError("not a state dict (a mapping of tensor names)", str(path))
+        state = loaded.get("state_dict", loaded)
     own = model.state_dict()
     # A classifier trained for other classes does not fit; it is replaced anyway.
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
@@ -253,8 +256,10 @@ def _remove_classifier(model: nn.Module, dotted: str) -> int:
     parent_name, _, attr = dotted.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     old = getattr(parent, attr)
-    linear = old if isinstance(old, nn.Linear) else next(
-        m for m in old.modules() if isinstance(m, nn.Linear)
+    linear = (
+        old
+        if isinstance(old, nn.Linear)
+        else next(m for m in old.modules() if isinstance(m, nn.Linear))
     )
     setattr(parent, attr, nn.Identity())
     return int(linear.in_features)

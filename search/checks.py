@@ -1,0 +1,126 @@
+"""Checks of a space that span keys: start points, data, resources, models."""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any
+
+from search._yaml import LocatedDict, as_number
+from search.params import Located, Param, walk
+from trainables.data import BUILTIN_SOURCES
+from trainables.errors import UserError
+from trainables.models import resolve_weights, supported_backbones
+
+if TYPE_CHECKING:
+    from search.space import DataSpec, ResourcesSpec
+
+
+def start_point(
+    point: Any, params: tuple[Param, ...], loc: Located, starts: Any, index: int
+) -> dict[str, Any]:
+    path = f"search.start_from[{index}]"
+    if not isinstance(point, dict):
+        raise loc.error(
+            starts, index, path, "each start_from entry is a mapping {parameter: value}"
+        )
+    remaining = dict(point)
+    keyed: dict[str, Any] = {}
+    level = params
+    while level:
+        next_level: tuple[Param, ...] = ()
+        for param in level:
+            for name in (param.column, param.name):
+                if name in remaining and param.kind != "const":
+                    value = remaining.pop(name)
+                    if isinstance(value, str) and (number := as_number(value)) is not None:
+                        value = number
+                    if not param.contains(value):
+                        raise loc.error(
+                            point,
+                            name,
+                            f"{path}.{name}",
+                            f"{value!r} is outside the space's {param.describe()}",
+                        )
+                    keyed[param.key] = value
+                    if param.branches:
+                        next_level += param.branches[param.values.index(value)]
+                    break
+        level = next_level
+    if remaining:
+        key = next(iter(remaining))
+        raise loc.error(
+            point,
+            key,
+            f"{path}.{key}",
+            f"'{key}' is not a searched parameter of this space "
+            "(or its parent option is not chosen in this entry)",
+        )
+    return keyed
+
+
+def check_data(data: DataSpec, raw: LocatedDict, loc: Located) -> None:
+    section = raw.get("data") or LocatedDict()
+    if (data.path is None) == (data.source is None):
+        raise loc.error(
+            section,
+            None,
+            "data",
+            "data needs exactly one of path: (an ImageFolder root) or source: digits",
+        )
+    if data.source is not None and data.source not in BUILTIN_SOURCES:
+        raise loc.error(
+            section,
+            "source",
+            "data.source",
+            f"unknown source; built-in: {', '.join(BUILTIN_SOURCES)}",
+        )
+    if data.image_size < 16:
+        raise loc.error(section, "image_size", "data.image_size", "image_size must be at least 16")
+    if (
+        not 0 < data.val_fraction < 1
+        or not 0 <= data.test_fraction < 1
+        or data.val_fraction + data.test_fraction >= 1
+    ):
+        raise loc.error(
+            section,
+            "val_fraction",
+            "data.val_fraction",
+            "need 0 < val_fraction < 1, 0 <= test_fraction < 1 and their sum < 1",
+        )
+
+
+def check_resources(resources: ResourcesSpec, raw: LocatedDict, loc: Located) -> None:
+    section = raw.get("resources") or LocatedDict()
+    if resources.cpus <= 0:
+        raise loc.error(section, "cpus", "resources.cpus", "cpus per trial must be > 0")
+    if resources.gpus < 0 or (resources.gpus > 1 and not float(resources.gpus).is_integer()):
+        raise loc.error(
+            section,
+            "gpus",
+            "resources.gpus",
+            "gpus per trial is a fraction of one GPU (0.25, 0.5) or a whole number",
+        )
+
+
+def check_models(params: tuple[Param, ...], loc: Located, section: Any) -> None:
+    supported = supported_backbones()
+    backbones = [p for p in walk(params) if p.name == "backbone"]
+    for param in backbones:
+        for value in param.values:
+            if value not in supported:
+                hint = difflib.get_close_matches(value, supported, n=1)
+                raise UserError(
+                    f"unknown backbone '{value}'"
+                    + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                    + f"; supported: {', '.join(supported)}",
+                    f"{loc.file}:{param.line} (space.{param.column})",
+                )
+    for param in (p for p in walk(params) if p.name == "weights"):
+        for value in param.values:
+            for backbone in (v for b in backbones for v in b.values):
+                try:
+                    resolve_weights(backbone, value)
+                except UserError as exc:
+                    raise UserError(
+                        exc.message, f"{loc.file}:{param.line} (space.{param.column})"
+                    ) from None

@@ -1,0 +1,110 @@
+"""The command line: bad input exits 2 with one message and no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search.cli import main
+from tests.conftest import MINIMAL, REPO
+
+
+def ftsweep(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("data: {source: digits}\nspace:\n  backbone: resnet_50\n", "unknown backbone 'resnet_50'"),
+        ("space:\n  backbone: [resnet18\n", "YAML syntax error"),
+        ("data: {path: /no/such/folder}\nspace:\n  backbone: resnet18\n", "/no/such/folder"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(write_space, text, words):
+    path = write_space(text)
+    result = ftsweep("validate", str(path))
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr
+    assert str(path) in result.stderr or "/no/such/folder" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("space:\n  backbone: resnet18\n  lr: {uniform: [0.1, 0.01]}\n", "reversed range"),
+        ("space:\n  backbone: resnet18\n  learning_rate: 0.1\n", "unknown parameter"),
+        ("space:\n  backbone: resnet18\n  head_hidden: wide\n", "takes an integer"),
+        ("trial: {metric: top5}\nspace:\n  backbone: resnet18\n", "unknown metric 'top5'"),
+    ],
+)
+def test_bad_space_in_process(write_space, capsys, text, words):
+    path = write_space("data: {source: digits}\n" + text)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and str(path) in err
+
+
+def test_empty_data_folder_stops_run_before_ray(write_space, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    path = write_space(f"data: {{path: {empty}}}\nspace:\n  backbone: resnet18\n")
+    assert main(["run", str(path), "--results", str(tmp_path / "r")]) == 2
+    assert "no class folders" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "space" / "tune").exists()
+
+
+def test_validate_reports_space_and_data(write_space, capsys):
+    assert main(["validate", str(write_space(MINIMAL))]) == 0
+    out = capsys.readouterr().out
+    assert "1797 images, 10 classes" in out and "resnet18 5" in out and "OK" in out
+
+
+@pytest.mark.slow
+def test_run_leaderboard_export_from_the_command_line(tmp_path):
+    space = tmp_path / "cli.yaml"
+    space.write_text(MINIMAL.replace("max_epochs: 2", "max_epochs: 1"))
+    results = tmp_path / "results"
+    run = ftsweep(
+        "run",
+        str(space),
+        "--results",
+        str(results),
+        "--num-samples",
+        "2",
+        "--max-concurrent",
+        "2",
+        "--name",
+        "cli",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "best: trial" in run.stdout and str(results / "cli" / "best") in run.stdout
+    board = pd.read_csv(results / "cli" / "leaderboard.csv")
+    assert len(board) == 2 and (board["status"] == "completed").all()
+
+    again = ftsweep("run", str(space), "--results", str(results), "--name", "cli")
+    assert again.returncode == 2 and "already ran" in again.stderr  # nothing overwritten
+
+    for fmt in ("table", "csv", "markdown", "json"):
+        shown = ftsweep("leaderboard", str(results / "cli"), "--format", fmt, "--top", "1")
+        assert shown.returncode == 0 and board.iloc[0]["trial_id"] in shown.stdout
+    second = board.iloc[1]["trial_id"]
+    exported = ftsweep(
+        "export", str(results / "cli"), "--trial", second, "--out", str(tmp_path / "m")
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "m" / "model.safetensors").is_file()
