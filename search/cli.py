@@ -67,6 +67,11 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"load it with: from search import load_model; model = load_model('{result.best_dir}')"
         )
+    if result.interrupted:
+        print(
+            "\nthe sweep was interrupted: trials marked 'running' did not finish", file=sys.stderr
+        )
+        return 130
     return 0
 
 

@@ -60,17 +60,40 @@ def read_trials(sweep_dir: Path) -> list[TrialRecord]:
     return records
 
 
+def ray_statuses(sweep_dir: Path) -> dict[str, str]:
+    """Each trial's status in Ray Tune's newest experiment state (RUNNING, TERMINATED, ...).
+
+    Empty when there is no readable state yet; callers fall back to what the
+    trial folders say.
+    """
+    states = sorted((sweep_dir / TUNE_DIR).glob("experiment_state-*.json"), key=_mtime)
+    data = _read_json(states[-1]) if states else None
+    statuses = {}
+    for entry in (data or {}).get("trial_data", []):
+        try:
+            trial = json.loads(entry[0])
+            statuses[str(trial["trial_id"])] = str(trial["status"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+    return statuses
+
+
 def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFrame:
     """Ranks every trial of a sweep by its best epoch on the sweep's metric.
 
     Args:
         sweep_dir: RESULTS/NAME.
-        finished: the sweep has ended, so a trial short of max_epochs without
-            an error was stopped early (rather than still running).
+        finished: where Ray's experiment state is unreadable, take a trial
+            short of max_epochs without an error as stopped early (rather
+            than still running).
     """
     space = open_sweep(sweep_dir)
     metric, mode = space.trial.metric, space.trial.mode
-    rows = [_row(space, record, finished) for record in read_trials(sweep_dir.resolve())]
+    statuses = ray_statuses(sweep_dir)
+    rows = [
+        _row(space, record, statuses.get(record.trial_id), finished)
+        for record in read_trials(sweep_dir.resolve())
+    ]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["rank", "trial_id", "status"])
@@ -122,11 +145,13 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     return shown.to_string(index=False)
 
 
-def _row(space: Space, record: TrialRecord, finished: bool) -> dict[str, Any]:
+def _row(
+    space: Space, record: TrialRecord, ray_status: str | None, finished: bool
+) -> dict[str, Any]:
     metric, mode = space.trial.metric, space.trial.mode
     row: dict[str, Any] = {"trial_id": record.trial_id}
     results = [r for r in record.results if metric in r]
-    row["status"] = _status(space, record, results, finished)
+    row["status"] = _status(space, record, results, ray_status, finished)
     with contextlib.suppress(KeyError, ValueError):  # a trial whose config is not on disk yet
         row |= space.resolve(record.config)
     if results:
@@ -148,11 +173,19 @@ def _row(space: Space, record: TrialRecord, finished: bool) -> dict[str, Any]:
     return row
 
 
-def _status(space: Space, record: TrialRecord, results: list[dict], finished: bool) -> str:
-    if record.error:
+def _status(
+    space: Space, record: TrialRecord, results: list[dict], ray_status: str | None, finished: bool
+) -> str:
+    if record.error or ray_status == "ERROR":
         return "errored"
     if results and results[-1].get(hp.EPOCH, 0) >= space.trial.max_epochs:
         return "completed"
+    if ray_status == "TERMINATED":  # ended short of max_epochs: ASHA or the time budget
+        return "stopped_early"
+    if ray_status in ("RUNNING", "PAUSED"):
+        return "running"
+    if ray_status == "PENDING":
+        return "pending"
     if finished:
         return "stopped_early" if results else "errored"
     return "running" if results else "pending"
@@ -169,6 +202,10 @@ def _best_checkpoint(trial_dir: Path, metric: str, mode: str) -> str | None:
         return None
     best = max(scored) if mode == "max" else min(scored, key=lambda s: (s[0], -s[1]))
     return best[2]
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
 
 
 def _read_json(path: Path) -> Any:

@@ -11,7 +11,13 @@ from typing import Any
 import pandas as pd
 
 from search.export import export_trial, replace_folder
-from search.leaderboard import LEADERBOARD_FILE, SPACE_FILE, SPLIT_FILE, build_leaderboard
+from search.leaderboard import (
+    LEADERBOARD_FILE,
+    SPACE_FILE,
+    SPLIT_FILE,
+    build_leaderboard,
+    ray_statuses,
+)
 from search.space import Space, load_space
 from search.tuner import TUNE_DIR, build_tuner
 from trainables.data import write_split
@@ -32,6 +38,7 @@ class SweepResult:
     leaderboard: pd.DataFrame
     best_dir: Path | None
     metric: str
+    interrupted: bool = False
 
 
 def prepare_sweep(space_file: Path, results: Path, overrides: dict[str, Any]) -> tuple[Space, Path]:
@@ -39,11 +46,18 @@ def prepare_sweep(space_file: Path, results: Path, overrides: dict[str, Any]) ->
     space = load_space(space_file, overrides)
     sweep_dir = results / space.name
     if (sweep_dir / TUNE_DIR).exists():
-        raise UserError(
-            "a sweep with this name already ran here; choose another --name, "
-            "or move the folder away to start over",
-            str(sweep_dir),
-        )
+        if "name" in overrides:
+            raise UserError(
+                "a sweep with this name already ran here; choose another --name, "
+                "or move the folder away to start over",
+                str(sweep_dir),
+            )
+        # A rerun of the same file never touches the earlier results.
+        taken = {p.name for p in results.glob(f"{space.name}-*")}
+        suffix = next(i for i in range(2, 10_000) if f"{space.name}-{i}" not in taken)
+        space = load_space(space_file, {**overrides, "name": f"{space.name}-{suffix}"})
+        log.info("%s already holds a sweep; this one goes to %s-%d", sweep_dir, sweep_dir, suffix)
+        sweep_dir = results / space.name
     split = space.data.split()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     space.dump(sweep_dir / SPACE_FILE)
@@ -86,13 +100,16 @@ def run_sweep(
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
     build_tuner(space, sweep_dir, setup).fit()
-    return finish_sweep(sweep_dir)
+    # After Ctrl-C Ray's fit() returns normally; its saved state still lists
+    # the trials that were running.
+    unfinished = {"RUNNING", "PAUSED", "PENDING"} & set(ray_statuses(sweep_dir).values())
+    return finish_sweep(sweep_dir, interrupted=bool(unfinished))
 
 
-def finish_sweep(sweep_dir: Path) -> SweepResult:
-    """Writes leaderboard.csv and exports the best trial to best/."""
+def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
+    """Writes leaderboard.csv and exports the best trial (so far) to best/."""
     space = load_space(sweep_dir / SPACE_FILE)
-    frame = build_leaderboard(sweep_dir, finished=True)
+    frame = build_leaderboard(sweep_dir, finished=not interrupted)
     frame.to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
     best_dir = None
     if frame[f"best_{space.trial.metric}"].notna().any() if len(frame) else False:
@@ -102,4 +119,4 @@ def finish_sweep(sweep_dir: Path) -> SweepResult:
         replace_folder(staging, best_dir)
     else:
         log.warning("no trial finished an epoch; nothing exported")
-    return SweepResult(sweep_dir, frame, best_dir, space.trial.metric)
+    return SweepResult(sweep_dir, frame, best_dir, space.trial.metric, interrupted)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ import pytest
 
 from search.cli import main
 from tests.conftest import MINIMAL, REPO
+from trainables.errors import UserError
 
 
 def ftsweep(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -108,3 +111,61 @@ def test_run_leaderboard_export_from_the_command_line(tmp_path):
     )
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_rerun_without_name_gets_a_fresh_folder(write_space, tmp_path):
+    from search.sweep import prepare_sweep
+
+    path = write_space(MINIMAL)
+    results = tmp_path / "results"
+    (results / "t" / "tune").mkdir(parents=True)
+    (results / "t" / "keep.txt").write_text("earlier work")
+    space, sweep_dir = prepare_sweep(path, results, {})
+    assert sweep_dir == results / "t-2" and space.name == "t-2"
+    assert (sweep_dir / "split.csv").is_file() and (sweep_dir / "space.yaml").is_file()
+    assert (results / "t" / "keep.txt").read_text() == "earlier work"
+    with pytest.raises(UserError, match="already ran"):
+        prepare_sweep(path, results, {"name": "t"})
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_the_leaderboard(tmp_path):
+    space = tmp_path / "long.yaml"
+    space.write_text(MINIMAL.replace("max_epochs: 2", "max_epochs: 30"))
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "search",
+            "run",
+            str(space),
+            "--results",
+            str(results),
+            "--num-samples",
+            "2",
+            "--max-concurrent",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.time() + 300
+        while not list((results / "t" / "tune").glob("trial_*/checkpoint_000000")):
+            assert process.poll() is None and time.time() < deadline, "no checkpoint appeared"
+            time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+    board = pd.read_csv(results / "t" / "leaderboard.csv")
+    assert len(board) == 2 and "running" in set(board["status"])
+    assert (results / "t" / "best" / "model.safetensors").is_file()
