@@ -7,8 +7,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainables.errors import UserError
+
+if TYPE_CHECKING:
+    from search.sweep import SweepResult
 
 # flag -> the key of the space file it overrides
 OVERRIDES = {
@@ -36,7 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from search.leaderboard import render
     from search.sweep import run_sweep
 
     overrides = {
@@ -45,23 +48,27 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None
     }
     result = run_sweep(args.space, results=args.results, overrides=overrides, address=args.address)
+    return _report(result)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from search.sweep import resume_sweep
+
+    result = resume_sweep(args.sweep, retry_errored=args.retry_errored, address=args.address)
+    return _report(result)
+
+
+def _report(result: SweepResult) -> int:
+    """Prints the top of the leaderboard and where the best model is."""
+    from search.leaderboard import render
+
     metric = f"best_{result.metric}"
+    board = result.leaderboard
     print(f"\nleaderboard ({result.sweep_dir / 'leaderboard.csv'}), top 5:")
-    columns = [
-        "rank",
-        "trial_id",
-        "status",
-        "backbone",
-        metric,
-        "best_epoch",
-        "epochs",
-        "train_seconds",
-    ]
-    print(
-        render(result.leaderboard[[c for c in columns if c in result.leaderboard]].head(5), "table")
-    )
+    columns = ["rank", "trial_id", "status", "backbone", metric, "best_epoch", "epochs"]
+    print(render(board[[c for c in [*columns, "train_seconds"] if c in board]].head(5), "table"))
     if result.best_dir is not None:
-        best = result.leaderboard.iloc[0]
+        best = board.iloc[0]
         print(f"\nbest: trial {best['trial_id']}, {metric} {best[metric]:.4f}")
         print(f"model exported to {result.best_dir}")
         print(
@@ -69,9 +76,18 @@ def _run(args: argparse.Namespace) -> int:
         )
     if result.interrupted:
         print(
-            "\nthe sweep was interrupted: trials marked 'running' did not finish", file=sys.stderr
+            "\nsweep interrupted: trials marked 'running' did not finish; continue with\n"
+            f"  ftsweep resume {result.sweep_dir}",
+            file=sys.stderr,
         )
         return 130
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from search.status import describe_status
+
+    print("\n".join(describe_status(Path(args.sweep))))
     return 0
 
 
@@ -134,6 +150,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     run.add_argument("--seed", type=int, help="the sampler's seed")
     run.set_defaults(command=_run)
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue an interrupted sweep",
+        description="Continue an interrupted sweep. Example: ftsweep resume results/quickstart",
+    )
+    resume.add_argument("sweep", help="RESULTS/NAME")
+    resume.add_argument(
+        "--retry-errored", action="store_true", help="run errored trials again from checkpoints"
+    )
+    resume.add_argument("--address", help="an existing Ray cluster (default: start Ray locally)")
+    resume.set_defaults(command=_resume)
+
+    status = commands.add_parser(
+        "status",
+        help="trials done, running, stopped, errored; best so far; can it resume",
+        description="Where a sweep stands. Example: ftsweep status results/quickstart",
+    )
+    status.add_argument("sweep", help="RESULTS/NAME")
+    status.set_defaults(command=_status)
 
     validate = commands.add_parser(
         "validate",

@@ -14,7 +14,8 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from search.leaderboard import SPLIT_FILE, best_trial, build_leaderboard, open_sweep
+from search.leaderboard import best_trial, build_leaderboard, open_sweep
+from search.tuner import SPLIT_FILE
 from trainables.augment import MEAN, STD
 from trainables.data import classes_of, decode_split, load_image, prepare_image, read_split
 from trainables.errors import UserError

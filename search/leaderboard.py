@@ -18,7 +18,6 @@ from trainables.errors import UserError
 from trainables.finetune import META_FILE
 
 SPACE_FILE = "space.yaml"
-SPLIT_FILE = "split.csv"
 LEADERBOARD_FILE = "leaderboard.csv"
 FORMATS = ("table", "csv", "markdown", "json")
 
@@ -218,10 +217,13 @@ def _read_json(path: Path) -> Any:
 def _read_results(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    results = []
+    by_epoch: dict[Any, dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         try:
-            results.append(json.loads(line))
+            result = json.loads(line)
         except ValueError:
             continue  # a line cut short by an interrupted write
-    return results
+        # After a killed driver an epoch may be trained and reported again
+        # from the last saved checkpoint; the later report is the one kept.
+        by_epoch[result.get(hp.EPOCH, len(by_epoch))] = result
+    return [by_epoch[k] for k in sorted(by_epoch, key=lambda e: (e is None, e))]

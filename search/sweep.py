@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,15 +16,14 @@ from search.export import export_trial, replace_folder
 from search.leaderboard import (
     LEADERBOARD_FILE,
     SPACE_FILE,
-    SPLIT_FILE,
     build_leaderboard,
+    open_sweep,
     ray_statuses,
 )
 from search.space import Space, load_space
-from search.tuner import TUNE_DIR, build_tuner
+from search.tuner import SPLIT_FILE, TUNE_DIR, build_trainable, build_tuner, trial_setup
 from trainables.data import write_split
 from trainables.errors import UserError
-from trainables.finetune import TrialSetup
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +82,69 @@ def run_sweep(
         address: an existing Ray cluster; default: start Ray on this machine
             (or use the Ray session this process already started).
     """
-    import ray
-
     space, sweep_dir = prepare_sweep(
         Path(space_file or DEFAULT_SPACE), Path(results), overrides or {}
     )
-    setup = TrialSetup(
-        split_csv=str((sweep_dir / SPLIT_FILE).resolve()),
-        data_root=str(Path(space.data.path).resolve()) if space.data.path else None,
-        image_size=space.data.image_size,
-        max_epochs=space.trial.max_epochs,
-        batch_size=space.trial.batch_size,
-        precision=space.trial.precision,
-        seed=space.search.seed,
-        cpus=space.resources.cpus,
+    _start_ray(address)
+    return _fit(build_tuner(space, sweep_dir, trial_setup(space, sweep_dir)), sweep_dir)
+
+
+def resume_sweep(
+    sweep_dir: str | Path, *, retry_errored: bool = False, address: str | None = None
+) -> SweepResult:
+    """Continues an interrupted sweep where it stopped.
+
+    Finished trials are kept as they are, unfinished ones continue from their
+    last checkpoint, the Optuna sampler keeps its history, ASHA its rungs,
+    and the sweep still ends after ``num_samples`` trials.
+
+    Args:
+        sweep_dir: RESULTS/NAME of the sweep.
+        retry_errored: also run errored trials again, from their last checkpoint.
+        address: an existing Ray cluster; default: start Ray on this machine.
+    """
+    from ray import tune
+
+    sweep_dir = Path(sweep_dir)
+    space = open_sweep(sweep_dir)
+    tune_dir = (sweep_dir / TUNE_DIR).resolve()
+    if not tune.Tuner.can_restore(str(tune_dir)):
+        raise UserError(
+            "no Ray Tune experiment state to resume from (the sweep never started its "
+            "trials, or tune/ was removed); start it again with `ftsweep run`",
+            str(tune_dir),
+        )
+    _start_ray(address)
+    tuner = tune.Tuner.restore(
+        str(tune_dir),
+        build_trainable(space, trial_setup(space, sweep_dir)),
+        resume_unfinished=True,
+        resume_errored=retry_errored,
     )
+    return _fit(tuner, sweep_dir)
+
+
+def _start_ray(address: str | None) -> None:
+    import ray
+
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
-    build_tuner(space, sweep_dir, setup).fit()
+
+
+def _fit(tuner: Any, sweep_dir: Path) -> SweepResult:
+    """Runs the Tuner; SIGTERM stops it as cleanly as Ctrl-C (Ray handles SIGINT)."""
+    # Ray saves its experiment state (what resume reads) at most every 10 s by
+    # default; more often keeps what a killed driver loses to about one epoch.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    previous = signal.getsignal(signal.SIGTERM)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        tuner.fit()
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     # After Ctrl-C Ray's fit() returns normally; its saved state still lists
     # the trials that were running.
     unfinished = {"RUNNING", "PAUSED", "PENDING"} & set(ray_statuses(sweep_dir).values())

@@ -1,10 +1,14 @@
-"""One function builds the Ray Tune ``Tuner`` of a sweep."""
+"""Builds the Ray Tune pieces of a sweep: trainable, searcher, scheduler, Tuner."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -12,30 +16,50 @@ from ray.tune.search.optuna import OptunaSearch
 from search.sampling import DefineByRun, build_sampler
 from search.space import Space
 from trainables.finetune import TrialSetup, tune_trainable
-from trainables.hparams import EPOCH
+from trainables.hparams import EPOCH, REPORTED_AT
 
 log = logging.getLogger(__name__)
 
 TUNE_DIR = "tune"
+SPLIT_FILE = "split.csv"
 CHECKPOINTS_KEPT = 2  # the best ones by the sweep's metric; Ray also keeps the latest
+
+
+def trial_setup(space: Space, sweep_dir: Path) -> TrialSetup:
+    """The settings every trial of a sweep shares."""
+    return TrialSetup(
+        split_csv=str((sweep_dir / SPLIT_FILE).resolve()),
+        data_root=str(Path(space.data.path).resolve()) if space.data.path else None,
+        image_size=space.data.image_size,
+        max_epochs=space.trial.max_epochs,
+        batch_size=space.trial.batch_size,
+        precision=space.trial.precision,
+        seed=space.search.seed,
+        cpus=space.resources.cpus,
+    )
+
+
+def build_trainable(space: Space, setup: TrialSetup) -> Any:
+    """The trainable as Ray runs it; ``run`` and ``resume`` must build the same one."""
+    return tune.with_resources(
+        tune.with_parameters(tune_trainable, setup=setup, resolve=space.hparams),
+        {"cpu": space.resources.cpus, "gpu": space.resources.gpus},
+    )
 
 
 def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
     """Wires the searcher, scheduler, resources and storage of a sweep."""
     metric, mode = space.trial.metric, space.trial.mode
-    searcher = OptunaSearch(
+    searcher = PruningOptunaSearch(
         space=DefineByRun(space.params),
         metric=metric,
         mode=mode,
         sampler=build_sampler(space.search.sampler, space.search.seed, space.search.num_samples),
         points_to_evaluate=[dict(p) for p in space.search.start_from] or None,
-    )
-    trainable = tune.with_resources(
-        tune.with_parameters(tune_trainable, setup=setup, resolve=space.hparams),
-        {"cpu": space.resources.cpus, "gpu": space.resources.gpus},
+        max_epochs=space.trial.max_epochs,
     )
     return tune.Tuner(
-        trainable,
+        build_trainable(space, setup),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=build_scheduler(space),
@@ -62,7 +86,7 @@ def build_scheduler(space: Space) -> TrialScheduler:
     sched = space.search.scheduler
     if sched.type == "none":
         return FIFOScheduler()
-    return ASHAScheduler(
+    return ResumableASHA(
         time_attr=EPOCH,
         metric=space.trial.metric,
         mode=space.trial.mode,
@@ -70,6 +94,75 @@ def build_scheduler(space: Space) -> TrialScheduler:
         grace_period=sched.grace_period,
         reduction_factor=sched.reduction_factor,
     )
+
+
+class ResumableASHA(ASHAScheduler):
+    """ASHA whose rungs survive a resume.
+
+    Ray Tune does not restore a scheduler's state (ray-project/ray#30838). A
+    rung holds, for each trial that reached its milestone, the metric it had
+    there, in the order results arrived. Every result is in Ray's result
+    files with its report time, so replaying them in that order rebuilds the
+    rungs an uninterrupted run would have.
+    """
+
+    _rebuilt = False
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        if not self._rebuilt:
+            self._rebuilt = True
+            self.replay(Path(trial.path).parent)
+
+    def replay(self, experiment_dir: Path) -> int:
+        """Records every stored result in its bracket's rungs; returns how many."""
+        results = []
+        for result_file in experiment_dir.glob("trial_*/result.json"):
+            trial_id = result_file.parent.name.removeprefix("trial_")
+            for line in result_file.read_text().splitlines():
+                try:
+                    result = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill
+                if self._metric in result and self._time_attr in result:
+                    results.append((result.get(REPORTED_AT, 0.0), trial_id, result))
+        brackets = self._brackets
+        for _, trial_id, result in sorted(results, key=lambda r: r[0]):
+            bracket = self._trial_info.get(trial_id, brackets[0])
+            bracket.on_result(
+                SimpleNamespace(trial_id=trial_id),
+                result[self._time_attr],
+                self._metric_op * result[self._metric],
+            )
+        if results:
+            log.info("ASHA: rebuilt rungs from %d stored results", len(results))
+        return len(results)
+
+
+class PruningOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about how a trial ended.
+
+    A trial ASHA stopped before ``max_epochs`` is PRUNED (Optuna then uses its
+    last reported value), not COMPLETE with a low-epoch score; an errored
+    trial is FAIL.
+    """
+
+    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_epochs = max_epochs
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        stopped_early = (
+            result is not None and result.get(EPOCH, self._max_epochs) < self._max_epochs
+        )
+        if error or not stopped_early or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        assert self._ot_study is not None
+        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
 
 
 def _trial_dirname(trial: tune.experiment.Trial) -> str:

@@ -161,6 +161,7 @@ def train(
             hp.TRAIN_SECONDS: train_seconds,
             hp.STARTED_AT: started_at,
             hp.PARAMS: num_params,
+            hp.REPORTED_AT: time.time(),
         }
         with tempfile.TemporaryDirectory() as directory:
             save_state(

@@ -19,6 +19,7 @@ VAL_F1_MACRO = "val_f1_macro"
 TRAIN_SECONDS = "train_seconds"
 EPOCH_SECONDS = "epoch_seconds"
 STARTED_AT = "started_at"
+REPORTED_AT = "reported_at"  # wall clock of the report: the order ASHA saw results in
 PARAMS = "params"
 
 #: Metrics a sweep may optimise, with their natural direction.

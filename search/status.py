@@ -1,0 +1,80 @@
+"""What `ftsweep status` says about a sweep: running, interrupted or finished."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from search.leaderboard import LEADERBOARD_FILE, build_leaderboard, open_sweep, ray_statuses
+from search.tuner import TUNE_DIR
+
+STATUSES = ("completed", "stopped_early", "running", "pending", "errored")
+
+
+def describe_status(sweep_dir: Path) -> list[str]:
+    """Counts by status, best so far, elapsed time, and what `resume` would do."""
+    space = open_sweep(sweep_dir)
+    metric = space.trial.metric
+    finished = (sweep_dir / LEADERBOARD_FILE).is_file()
+    board = build_leaderboard(sweep_dir, finished=finished)
+    counts = board["status"].value_counts().to_dict() if len(board) else {}
+    not_started = max(0, space.search.num_samples - len(board))
+    lines = [
+        f"sweep: {sweep_dir} ({space.search.num_samples} trials planned)",
+        "trials: "
+        + ", ".join(f"{counts.get(s, 0)} {s.replace('_', ' ')}" for s in STATUSES)
+        + f", {not_started} not started",
+    ]
+    key = f"best_{metric}"
+    if len(board) and key in board and pd.notna(board.iloc[0][key]):
+        best = board.iloc[0]
+        lines.append(
+            f"best so far: trial {best['trial_id']}, {key} {best[key]:.4f} "
+            f"at epoch {int(best['best_epoch'])}"
+        )
+    if len(board) and "started_at" in board:
+        elapsed = board["ended_at"].max() - board["started_at"].min()
+        lines.append(f"elapsed: {_duration(elapsed)} (first trial start to last report)")
+    lines += _resume_lines(sweep_dir, board, not_started)
+    return lines
+
+
+def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> list[str]:
+    states = sorted((sweep_dir / TUNE_DIR).glob("experiment_state-*.json"))
+    if not states:
+        return ["resumable: no (no Ray Tune state yet); start it with `ftsweep run`"]
+    age = time.time() - max(p.stat().st_mtime for p in states)
+    statuses = ray_statuses(sweep_dir)
+    unfinished = board[board["status"].isin(["running", "pending"])] if len(board) else board
+    errored = int((board["status"] == "errored").sum()) if len(board) else 0
+    lines = [f"Ray Tune state saved {_duration(age)} ago"]
+    if not len(unfinished) and not not_started and statuses:
+        lines.append("resumable: no, the sweep has finished")
+        if errored:
+            lines.append(f"`ftsweep resume --retry-errored` would re-run {errored} errored trials")
+        return lines
+    if age < 120:
+        lines.append("the sweep may still be running (its state was saved in the last 2 minutes)")
+    epochs = ", ".join(
+        f"{row.trial_id} from epoch {int(row.epochs) if pd.notna(row.epochs) else 0}"
+        for row in unfinished.itertuples()
+    )
+    plan = []
+    if len(unfinished):
+        plan.append(f"continue {len(unfinished)} unfinished trials ({epochs})")
+    if not_started:
+        plan.append(f"start {not_started} new trials")
+    if errored:
+        plan.append(f"keep {errored} errored trials (--retry-errored re-runs them)")
+    lines.append(f"resumable: yes; `ftsweep resume {sweep_dir}` would " + "; ".join(plan))
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return (
+        f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+    )
