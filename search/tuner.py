@@ -112,7 +112,9 @@ class ResumableASHA(ASHAScheduler):
         super().on_trial_add(tune_controller, trial)
         if not self._rebuilt:
             self._rebuilt = True
-            self.replay(Path(trial.path).parent)
+            # The experiment folder is known from the trial's creation on (its
+            # own folder is named only later, when it first starts).
+            self.replay(Path(trial.storage.experiment_fs_path))
 
     def replay(self, experiment_dir: Path) -> int:
         """Records every stored result in its bracket's rungs; returns how many."""
