@@ -65,7 +65,8 @@ def ray_statuses(sweep_dir: Path) -> dict[str, str]:
     Empty when there is no readable state yet; callers fall back to what the
     trial folders say.
     """
-    states = sorted((sweep_dir / TUNE_DIR).glob("experiment_state-*.json"), key=_mtime)
+    # Named by the start time of each run or resume; their mtimes tie after a sync.
+    states = sorted((sweep_dir / TUNE_DIR).glob("experiment_state-*.json"))
     data = _read_json(states[-1]) if states else None
     statuses = {}
     for entry in (data or {}).get("trial_data", []):
@@ -201,10 +202,6 @@ def _best_checkpoint(trial_dir: Path, metric: str, mode: str) -> str | None:
         return None
     best = max(scored) if mode == "max" else min(scored, key=lambda s: (s[0], -s[1]))
     return best[2]
-
-
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime
 
 
 def _read_json(path: Path) -> Any:
