@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -30,3 +34,48 @@ space:
   backbone: resnet18
   weights: none
 """
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def ftsweep(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs ``python -m search ARGS`` to the end."""
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=_env(),
+        timeout=timeout,
+    )
+
+
+def start_ftsweep(*args: str) -> subprocess.Popen:
+    """Starts ``python -m search ARGS`` in its own process group (see stop_group)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "search", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=REPO,
+        start_new_session=True,  # a kill of the group takes its Ray processes with it
+    )
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Kills a process started by start_ftsweep, and the Ray it started, if still running."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+
+
+def reported_epochs(sweep: Path) -> dict[str, list[int]]:
+    """trial folder name -> the epochs that reached its result.json."""
+    found = {}
+    for result in (sweep / "tune").glob("trial_*/result.json"):
+        lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+        found[result.parent.name] = [r["epoch"] for r in lines]
+    return found

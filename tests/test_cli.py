@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from search.cli import main
-from tests.conftest import MINIMAL, REPO
+from tests.conftest import MINIMAL, ftsweep, reported_epochs, start_ftsweep, stop_group
 from trainables.errors import UserError
-
-
-def ftsweep(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "search", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd or REPO,
-        env=env,
-        timeout=timeout,
-    )
 
 
 @pytest.mark.parametrize(
@@ -133,37 +117,20 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_leaderboard(tmp_path):
     space = tmp_path / "long.yaml"
     space.write_text(MINIMAL.replace("max_epochs: 2", "max_epochs: 30"))
     results = tmp_path / "results"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "search",
-            "run",
-            str(space),
-            "--results",
-            str(results),
-            "--num-samples",
-            "2",
-            "--max-concurrent",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
+    process = start_ftsweep(
+        "run", str(space), "--results", str(results), "--num-samples", "2", "--max-concurrent", "2"
     )
     try:
         deadline = time.time() + 300
-        while not list((results / "t" / "tune").glob("trial_*/checkpoint_000000")):
-            assert process.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        # A reported epoch, not only a checkpoint folder: Ray uploads the
+        # checkpoint before the driver records the result that points to it.
+        while not any(reported_epochs(results / "t").values()):
+            assert process.poll() is None and time.time() < deadline, "no epoch was reported"
             time.sleep(1)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=300)
     finally:
-        if process.poll() is None:
-            process.kill()
+        stop_group(process)
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
     board = pd.read_csv(results / "t" / "leaderboard.csv")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import ftsweep, reported_epochs, start_ftsweep, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -33,45 +30,24 @@ space:
 """
 
 
-def _epochs(sweep: Path) -> dict[str, list[int]]:
-    found = {}
-    for result in (sweep / "tune").glob("trial_*/result.json"):
-        lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
-        found[result.parent.name] = [r["epoch"] for r in lines]
-    return found
-
-
-def _start(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "search", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-        start_new_session=True,  # its own process group, so a kill takes Ray with it
-    )
-
-
 def _interrupt_midway(tmp_path: Path, how: signal.Signals) -> tuple[Path, dict[str, list[int]]]:
     space = tmp_path / "r.yaml"
     space.write_text(SPACE)
     sweep = tmp_path / "results" / "r"
-    driver = _start(["run", str(space), "--results", str(tmp_path / "results")])
+    driver = start_ftsweep("run", str(space), "--results", str(tmp_path / "results"))
     deadline = time.time() + 400
     try:
         while True:
             assert driver.poll() is None, driver.communicate()[1][-3000:]
             assert time.time() < deadline, "never reached a finished and an unfinished trial"
-            epochs = _epochs(sweep)
+            epochs = reported_epochs(sweep)
             done = [t for t, e in epochs.items() if max(e, default=0) == MAX_EPOCHS]
             partial = [t for t, e in epochs.items() if 2 <= max(e, default=0) < MAX_EPOCHS]
             if done and partial:
                 break
             time.sleep(0.5)
         time.sleep(6)  # past one save of Ray's experiment state (TUNE_GLOBAL_CHECKPOINT_S=5)
-        before = _epochs(sweep)
+        before = reported_epochs(sweep)
         if how == signal.SIGKILL:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=60)
@@ -81,8 +57,7 @@ def _interrupt_midway(tmp_path: Path, how: signal.Signals) -> tuple[Path, dict[s
             assert driver.returncode == 130, err[-3000:]
             assert f"ftsweep resume {sweep}" in err
     finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
+        stop_group(driver)
     time.sleep(3)  # let the killed Ray processes go
     return sweep, before
 
@@ -92,16 +67,10 @@ def test_resume_after_interruption(tmp_path, how):
     sweep, before = _interrupt_midway(tmp_path, how)
     finished_before = {t for t, e in before.items() if max(e) == MAX_EPOCHS}
 
-    status = subprocess.run(
-        [sys.executable, "-m", "search", "status", str(sweep)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    status = ftsweep("status", str(sweep))
     assert status.returncode == 0 and "resumable: yes" in status.stdout, status.stdout
 
-    resume = _start(["resume", str(sweep)])
+    resume = start_ftsweep("resume", str(sweep))
     out, err = resume.communicate(timeout=600)
     assert resume.returncode == 0, err[-3000:]
 
@@ -109,7 +78,7 @@ def test_resume_after_interruption(tmp_path, how):
     assert len(board) == 4 and board["trial_id"].is_unique
     assert (board["status"] == "completed").all()
     assert board["lr"].is_unique  # no configuration was sampled twice
-    after = _epochs(sweep)
+    after = reported_epochs(sweep)
     for trial in finished_before:  # finished trials untouched
         assert after[trial] == before[trial]
     continued = []
