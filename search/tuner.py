@@ -103,10 +103,16 @@ class ResumableASHA(ASHAScheduler):
     rung holds, for each trial that reached its milestone, the metric it had
     there, in the order results arrived. Every result is in Ray's result
     files with its report time, so replaying them in that order rebuilds the
-    rungs an uninterrupted run would have.
+    rungs an uninterrupted run would have, and the stop decisions it made.
+    A trial whose stop was decided but not carried out before the driver
+    died is stopped at its first result after the resume.
     """
 
     _rebuilt = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._replayed_stops: dict[str, int] = {}  # trial id -> epoch ASHA stopped it at
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(tune_controller, trial)
@@ -115,6 +121,15 @@ class ResumableASHA(ASHAScheduler):
             # The experiment folder is known from the trial's creation on (its
             # own folder is named only later, when it first starts).
             self.replay(Path(trial.storage.experiment_fs_path))
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        stopped_at = self._replayed_stops.get(trial.trial_id)
+        if stopped_at is not None and result.get(self._time_attr, 0) >= stopped_at:
+            if action != TrialScheduler.STOP:
+                self._num_stopped += 1
+            return TrialScheduler.STOP
+        return action
 
     def replay(self, experiment_dir: Path) -> int:
         """Records every stored result in its bracket's rungs; returns how many."""
@@ -131,11 +146,12 @@ class ResumableASHA(ASHAScheduler):
         brackets = self._brackets
         for _, trial_id, result in sorted(results, key=lambda r: r[0]):
             bracket = self._trial_info.get(trial_id, brackets[0])
-            bracket.on_result(
-                SimpleNamespace(trial_id=trial_id),
-                result[self._time_attr],
-                self._metric_op * result[self._metric],
+            epoch = result[self._time_attr]
+            action = bracket.on_result(
+                SimpleNamespace(trial_id=trial_id), epoch, self._metric_op * result[self._metric]
             )
+            if action == TrialScheduler.STOP and trial_id not in self._replayed_stops:
+                self._replayed_stops[trial_id] = epoch
         if results:
             log.info("ASHA: rebuilt rungs from %d stored results", len(results))
         return len(results)
