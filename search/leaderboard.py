@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class TrialRecord:
     config: dict[str, Any]
     results: list[dict[str, Any]]
     error: str | None
+    failures: int  # "Failure # N" entries Ray wrote to error.txt
 
 
 def open_sweep(sweep_dir: Path) -> Space:
@@ -51,31 +53,62 @@ def read_trials(sweep_dir: Path) -> list[TrialRecord]:
         config = _read_json(path / "params.json") or {}
         results = _read_results(path / "result.json")
         error_file = path / "error.txt"
-        error = None
+        error, failures = None, 0
         if error_file.is_file():
-            lines = [ln for ln in error_file.read_text(errors="replace").splitlines() if ln.strip()]
-            error = lines[-1][:300] if lines else "error"
-        records.append(TrialRecord(path.name.removeprefix("trial_"), path, config, results, error))
+            text = error_file.read_text(errors="replace")
+            error = error_line(text)
+            failures = len(re.findall(r"^Failure # \d+", text, flags=re.MULTILINE))
+        records.append(
+            TrialRecord(path.name.removeprefix("trial_"), path, config, results, error, failures)
+        )
     return records
 
 
-def ray_statuses(sweep_dir: Path) -> dict[str, str]:
-    """Each trial's status in Ray Tune's newest experiment state (RUNNING, TERMINATED, ...).
+# The last "module.ClassName: message" line of a traceback that Ray wrote.
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)\w*): ?(.*)$")
 
-    Empty when there is no readable state yet; callers fall back to what the
-    trial folders say.
+
+def error_line(text: str) -> str:
+    """One line for the leaderboard from a trial's error.txt: the last failure's exception."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            name, message = match.groups()
+            if name in ("TrialOutOfMemoryError", "OutOfMemoryError"):
+                # Ours already reads "out of memory (...): ..."; torch's is CUDA's text.
+                if not message.startswith("out of memory"):
+                    message = f"out of memory: {message}"
+                return message[:300]
+            return f"{name}: {message}"[:300]
+    return (lines[-1] if lines else "error")[:300]
+
+
+def ray_trials(sweep_dir: Path) -> dict[str, tuple[str, int]]:
+    """Each trial's (status, failures) in Ray Tune's newest experiment state.
+
+    Status is RUNNING, TERMINATED, ERROR, ...; failures counts the times Ray
+    restarted the trial from its checkpoint. Empty when there is no readable
+    state yet; callers fall back to what the trial folders say.
     """
     # Named by the start time of each run or resume; their mtimes tie after a sync.
     states = sorted((sweep_dir / TUNE_DIR).glob("experiment_state-*.json"))
     data = _read_json(states[-1]) if states else None
-    statuses = {}
+    trials = {}
     for entry in (data or {}).get("trial_data", []):
         try:
             trial = json.loads(entry[0])
-            statuses[str(trial["trial_id"])] = str(trial["status"])
-        except (ValueError, KeyError, IndexError, TypeError):
+            metadata = json.loads(entry[1]) if len(entry) > 1 else {}
+            failures = int(metadata.get("num_failures") or 0)
+            trials[str(trial["trial_id"])] = (str(trial["status"]), failures)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             continue
-    return statuses
+    return trials
+
+
+def ray_statuses(sweep_dir: Path) -> dict[str, str]:
+    """Each trial's status in Ray Tune's newest experiment state (see ray_trials)."""
+    return {trial: status for trial, (status, _) in ray_trials(sweep_dir).items()}
 
 
 def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFrame:
@@ -89,11 +122,11 @@ def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFram
     """
     space = open_sweep(sweep_dir)
     metric, mode = space.trial.metric, space.trial.mode
-    statuses = ray_statuses(sweep_dir)
-    rows = [
-        _row(space, record, statuses.get(record.trial_id), finished)
-        for record in read_trials(sweep_dir.resolve())
-    ]
+    trials = ray_trials(sweep_dir)
+    rows = []
+    for record in read_trials(sweep_dir.resolve()):
+        status, failures = trials.get(record.trial_id, (None, None))
+        rows.append(_row(space, record, status, failures, finished))
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["rank", "trial_id", "status"])
@@ -104,6 +137,9 @@ def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFram
         [key, "trial_id"], ascending=[mode == "min", True], na_position="last", kind="stable"
     )
     frame.insert(0, "rank", range(1, len(frame) + 1))
+    for column in ("best_epoch", "epochs", "params", "failures"):
+        if column in frame:  # whole numbers, blank where a trial has none yet
+            frame[column] = frame[column].astype("Int64")
     return frame.reset_index(drop=True)[_column_order(space, frame)]
 
 
@@ -112,7 +148,7 @@ def _column_order(space: Space, frame: pd.DataFrame) -> list[str]:
     params = list(dict.fromkeys(p.column for p in walk(space.params)))
     metrics = [f"{w}_{m}" for m in hp.METRICS for w in ("best", "last")]
     fixed = ["rank", "trial_id", "status", *params, *metrics]
-    tail = ["best_epoch", "epochs", "train_seconds", "params", "error", "checkpoint"]
+    tail = ["best_epoch", "epochs", "train_seconds", "params", "failures", "error", "checkpoint"]
     known = [c for c in [*fixed, *tail] if c in frame]
     return known + [c for c in frame.columns if c not in known]
 
@@ -146,7 +182,11 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 
 
 def _row(
-    space: Space, record: TrialRecord, ray_status: str | None, finished: bool
+    space: Space,
+    record: TrialRecord,
+    ray_status: str | None,
+    failures: int | None,
+    finished: bool,
 ) -> dict[str, Any]:
     metric, mode = space.trial.metric, space.trial.mode
     row: dict[str, Any] = {"trial_id": record.trial_id}
@@ -168,7 +208,9 @@ def _row(
         row["params"] = int(history[hp.PARAMS].iloc[-1])
         row["started_at"] = float(history[hp.STARTED_AT].iloc[0])
         row["ended_at"] = float(history["timestamp"].iloc[-1]) if "timestamp" in history else None
-    row["error"] = record.error
+    # Up to trial.max_failures of them, Ray restarts the trial from its last checkpoint.
+    row["failures"] = failures if failures is not None else record.failures
+    row["error"] = record.error if row["status"] == "errored" else None
     row["checkpoint"] = _best_checkpoint(record.path, metric, mode)
     return row
 
@@ -176,10 +218,12 @@ def _row(
 def _status(
     space: Space, record: TrialRecord, results: list[dict], ray_status: str | None, finished: bool
 ) -> str:
-    if record.error or ray_status == "ERROR":
+    if ray_status == "ERROR":
         return "errored"
     if results and results[-1].get(hp.EPOCH, 0) >= space.trial.max_epochs:
-        return "completed"
+        return "completed"  # perhaps after failures it was retried from
+    if ray_status is None and record.error and finished:
+        return "errored"
     if ray_status == "TERMINATED":  # ended short of max_epochs: ASHA or the time budget
         return "stopped_early"
     if ray_status in ("RUNNING", "PAUSED"):

@@ -53,6 +53,7 @@ class TrialSpec:
     metric: str = "val_accuracy"
     mode: str = "max"
     precision: str = "bf16"
+    max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,14 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
     ),
     "trial": _fields(
         TrialSpec,
-        {"max_epochs": int, "batch_size": int, "metric": str, "mode": str, "precision": str},
+        {
+            "max_epochs": int,
+            "batch_size": int,
+            "metric": str,
+            "mode": str,
+            "precision": str,
+            "max_failures": int,
+        },
     ),
     "search": {
         "num_samples": (int, 16),
@@ -272,6 +280,13 @@ def _trial(raw: LocatedDict, loc: Located) -> TrialSpec:
     for key in ("max_epochs", "batch_size"):
         if values[key] < 1:
             raise loc.error(section, key, f"trial.{key}", f"{key} must be at least 1")
+    if values["max_failures"] < 0:
+        raise loc.error(
+            section,
+            "max_failures",
+            "trial.max_failures",
+            "max_failures must be 0 (never retry) or more",
+        )
     return TrialSpec(**values)
 
 

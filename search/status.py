@@ -34,6 +34,9 @@ def describe_status(sweep_dir: Path) -> list[str]:
             f"best so far: trial {best['trial_id']}, {key} {best[key]:.4f} "
             f"at epoch {int(best['best_epoch'])}"
         )
+    if len(board) and "error" in board:
+        for row in board[board["status"] == "errored"].itertuples():
+            lines.append(f"errored: trial {row.trial_id}: {row.error}")
     if len(board) and "started_at" in board:
         elapsed = board["ended_at"].max() - board["started_at"].min()
         lines.append(f"elapsed: {_duration(elapsed)} (first trial start to last report)")
@@ -53,7 +56,11 @@ def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> lis
     if not len(unfinished) and not not_started and statuses:
         lines.append("resumable: no, the sweep has finished")
         if errored:
-            lines.append(f"`ftsweep resume --retry-errored` would re-run {errored} errored trials")
+            lines.append(
+                f"`ftsweep resume {sweep_dir} --retry-errored` would re-run {errored} "
+                f"errored {_trials(errored)} from {'its' if errored == 1 else 'their'} "
+                "last checkpoint"
+            )
         return lines
     if age < 120:
         lines.append("the sweep may still be running (its state was saved in the last 2 minutes)")
@@ -67,9 +74,13 @@ def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> lis
     if not_started:
         plan.append(f"start {not_started} new trials")
     if errored:
-        plan.append(f"keep {errored} errored trials (--retry-errored re-runs them)")
+        plan.append(f"keep {errored} errored {_trials(errored)} (--retry-errored re-runs them)")
     lines.append(f"resumable: yes; `ftsweep resume {sweep_dir}` would " + "; ".join(plan))
     return lines
+
+
+def _trials(count: int) -> str:
+    return "trial" if count == 1 else "trials"
 
 
 def _duration(seconds: float) -> str:

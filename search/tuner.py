@@ -72,6 +72,8 @@ def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             storage_path=str(sweep_dir.resolve()),
+            # A failed trial restarts from its last checkpoint, up to this many times.
+            failure_config=tune.FailureConfig(max_failures=space.trial.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=CHECKPOINTS_KEPT,
                 checkpoint_score_attribute=metric,

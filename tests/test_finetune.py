@@ -60,3 +60,61 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(small_split, tmp_path)
     final_a = load_state(tmp_path / "a" / "epoch3")["model"]
     final_b = load_state(tmp_path / "b" / "epoch3")["model"]
     assert all(torch.allclose(final_a[k].float(), final_b[k].float(), atol=1e-6) for k in final_a)
+
+
+def test_out_of_memory_is_named_and_its_tensors_freed(small_split, monkeypatch):
+    """An OOM mid-epoch becomes TrialOutOfMemoryError after the model is released."""
+    import weakref
+
+    from trainables import finetune
+    from trainables.faults import TrialOutOfMemoryError
+
+    models = []
+    real_build = finetune.build_model
+
+    def build_model(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        models.append(weakref.ref(model))
+        return model
+
+    def train_epoch(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    monkeypatch.setattr(finetune, "build_model", build_model)
+    monkeypatch.setattr(finetune, "train_epoch", train_epoch)
+    setup = TrialSetup(str(small_split), None, image_size=16, max_epochs=2, batch_size=16)
+    with pytest.raises(TrialOutOfMemoryError) as caught:
+        finetune.fit_trial(HParams(backbone="resnet18"), setup, report=lambda *_: None)
+    message = str(caught.value)
+    assert message.startswith("out of memory (resnet18, batch_size 16): CUDA out of memory")
+    assert "batch_size" in message.split("--")[1]  # says what to change
+    assert caught.value.__context__ is None or caught.value.__suppress_context__
+    assert models and models[0]() is None  # nothing holds the model any more
+
+
+def test_injected_faults_fire_as_often_as_asked(tmp_path, monkeypatch):
+    import json
+
+    from trainables.faults import INJECT_ENV, maybe_inject
+
+    spec = tmp_path / "faults.json"
+    spec.write_text(
+        json.dumps(
+            [
+                {"trial": 0, "epoch": 2, "error": "transient", "times": 1},
+                {"trial": 1, "epoch": 1, "error": "oom"},
+            ]
+        )
+    )
+    maybe_inject("first", 2)  # not set: nothing happens
+    monkeypatch.setenv(INJECT_ENV, str(spec))
+    for trial in ("first", "second", "third"):  # numbered in the order they start
+        maybe_inject(trial, 0)
+    maybe_inject("first", 1)
+    maybe_inject("third", 2)
+    with pytest.raises(RuntimeError, match="injected transient fault at epoch 2"):
+        maybe_inject("first", 2)
+    maybe_inject("first", 2)  # fired once already
+    for _ in range(2):
+        with pytest.raises(torch.OutOfMemoryError):
+            maybe_inject("second", 1)

@@ -26,6 +26,12 @@ from torch.utils.data import DataLoader
 from trainables import hparams as hp
 from trainables.augment import TensorImages, build_augmentation
 from trainables.data import decode_split, read_split
+from trainables.faults import (
+    TrialOutOfMemoryError,
+    maybe_inject,
+    out_of_memory_message,
+    release_memory,
+)
 from trainables.hparams import HParams
 from trainables.loop import evaluate, train_epoch
 from trainables.models import build_model
@@ -57,13 +63,41 @@ def tune_trainable(
     """Ray Tune function trainable: sampled config in, one report per epoch out."""
     from ray import tune
 
+    trial_id = tune.get_context().get_trial_id() or ""
+    maybe_inject(trial_id, 0)  # only where a test asked for faults (trainables/faults.py)
+
     def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        maybe_inject(trial_id, metrics[hp.EPOCH])
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     checkpoint = tune.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
         state = load_state(Path(resume_dir)) if resume_dir else None
-    train(HParams.from_mapping(resolve(config)), setup, report=report, state=state)
+    fit_trial(HParams.from_mapping(resolve(config)), setup, report=report, state=state)
+
+
+def fit_trial(
+    hparams: HParams, setup: TrialSetup, *, report: Report, state: dict | None = None
+) -> None:
+    """``train`` with its memory given back however it ends, and out-of-memory named.
+
+    Raises:
+        TrialOutOfMemoryError: the configuration does not fit the accelerator
+            (raised after the trial's tensors are freed, so the GPU is usable
+            by the trials that share it).
+    """
+    message = None
+    try:
+        train(hparams, setup, report=report, state=state)
+    except torch.OutOfMemoryError as error:
+        message = out_of_memory_message(error, f"{hparams.backbone}, batch_size {setup.batch_size}")
+    finally:
+        # The traceback of an out-of-memory error holds the model and the
+        # batch; it is gone once the except clause ends.
+        state = None
+        release_memory()
+    if message is not None:
+        raise TrialOutOfMemoryError(message) from None
 
 
 def train(

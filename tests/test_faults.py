@@ -1,0 +1,96 @@
+"""A sweep keeps going through trial faults: a transient failure is retried from
+its checkpoint, an out-of-memory trial is reported as such, the others are untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import optuna
+import pandas as pd
+import pytest
+
+from search.leaderboard import error_line
+from tests.conftest import ftsweep, reported_epochs
+from trainables.faults import INJECT_ENV
+
+SPACE = """
+name: f
+data: {source: digits, image_size: 16}
+trial: {max_epochs: 3, batch_size: 64, precision: fp32, max_failures: 1}
+search: {num_samples: 3, max_concurrent: 3, seed: 1, scheduler: {type: none}}
+resources: {cpus: 1}
+space:
+  backbone: mobilenet_v3_small
+  weights: none
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+"""
+
+
+@pytest.mark.slow
+def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(tmp_path, monkeypatch):
+    (tmp_path / "f.yaml").write_text(SPACE)
+    faults = tmp_path / "faults.json"
+    faults.write_text(
+        json.dumps(
+            [
+                {"trial": 0, "epoch": 2, "error": "transient", "times": 1},
+                {"trial": 1, "epoch": 1, "error": "oom"},  # every time: it never fits
+            ]
+        )
+    )
+    monkeypatch.setenv(INJECT_ENV, str(faults))
+    results = tmp_path / "results"
+    run = ftsweep("run", str(tmp_path / "f.yaml"), "--results", str(results))
+    assert run.returncode == 0, run.stderr[-3000:]  # the sweep survives
+
+    sweep = results / "f"
+    board = pd.read_csv(sweep / "leaderboard.csv").set_index("trial_id")
+    # The faults' trial numbers are the order in which trials started.
+    ids = (faults.parent / "faults.json.trials").read_text().split()
+    assert sorted(ids) == sorted(board.index)
+    flaky, oom, healthy = (board.loc[i] for i in ids)
+
+    assert flaky["status"] == "completed" and flaky["failures"] == 1 and pd.isna(flaky["error"])
+    epochs = reported_epochs(sweep)
+    # Retried from its epoch-1 checkpoint: epoch 1 is not trained or reported again.
+    assert epochs[f"trial_{ids[0]}"] == [1, 2, 3]
+
+    assert oom["status"] == "errored" and oom["failures"] == 2  # tried, retried once
+    assert oom["error"].startswith("out of memory (mobilenet_v3_small, batch_size 64)")
+    assert "\n" not in oom["error"]
+
+    assert healthy["status"] == "completed" and healthy["failures"] == 0
+    assert epochs[f"trial_{ids[2]}"] == [1, 2, 3]
+    assert (sweep / "best" / "model.safetensors").is_file()
+
+    # Optuna hears of the errored trial as failed, of the others as complete.
+    state = sorted((sweep / "tune").glob("searcher-state-*.pkl"))[-1]
+    study = pickle.loads(state.read_bytes())["_ot_study"]
+    states = sorted(t.state.name for t in study.trials)
+    assert states == sorted(["COMPLETE", "COMPLETE", optuna.trial.TrialState.FAIL.name])
+
+    status = ftsweep("status", str(sweep))
+    assert "1 errored" in status.stdout and "out of memory" in status.stdout, status.stdout
+
+
+def test_error_line_picks_the_last_failure():
+    text = (
+        "Failure # 1 (occurred at 2026-11-22_10-00-00)\n"
+        "ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n"
+        '  File "x.py", line 3, in f\n'
+        "RuntimeError: injected transient fault at epoch 2\n"
+        "Failure # 2 (occurred at 2026-11-22_10-01-00)\n"
+        "ray::ImplicitFunc.train() (pid=2, ip=127.0.0.1)\n"
+        "trainables.faults.TrialOutOfMemoryError: out of memory (resnet50, batch_size 256): "
+        "CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )
+    assert error_line(text) == (
+        "out of memory (resnet50, batch_size 256): CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    assert error_line("torch.OutOfMemoryError: CUDA out of memory.\n") == (
+        "out of memory: CUDA out of memory."
+    )
+    assert error_line("ValueError: bad\n   \n") == "ValueError: bad"
+    assert os.linesep not in error_line("something odd happened")
