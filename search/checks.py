@@ -10,6 +10,7 @@ from search.params import Located, Param, walk
 from trainables.data import BUILTIN_SOURCES
 from trainables.errors import UserError
 from trainables.models import resolve_weights, supported_backbones
+from trainables.scan import BAD_FILE_POLICIES
 
 if TYPE_CHECKING:
     from search.space import DataSpec, ResourcesSpec
@@ -73,6 +74,14 @@ def check_data(data: DataSpec, raw: LocatedDict, loc: Located) -> None:
             "source",
             "data.source",
             f"unknown source; built-in: {', '.join(BUILTIN_SOURCES)}",
+        )
+    if data.bad_files not in BAD_FILE_POLICIES:
+        raise loc.error(
+            section,
+            "bad_files",
+            "data.bad_files",
+            f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)} (skip: leave unreadable "
+            "images out with a warning; fail: stop before any trial starts)",
         )
     if data.image_size < 16:
         raise loc.error(section, "image_size", "data.image_size", "image_size must be at least 16")

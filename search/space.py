@@ -18,7 +18,7 @@ import yaml
 from search._yaml import LocatedDict, as_number, load_yaml, plain
 from search.checks import check_data, check_models, check_resources, start_point
 from search.params import Located, Param, parse_params, resolve
-from trainables.data import make_split
+from trainables.data import Split, build_split
 from trainables.hparams import METRICS
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
@@ -34,15 +34,21 @@ class DataSpec:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
+    bad_files: str = "skip"  # unreadable images, non-image files: skip (warn) or fail
 
     def split(self) -> pd.DataFrame:
         """Every image with its label and split (train/val/test), stratified and seeded."""
-        return make_split(
+        return self.scan().frame
+
+    def scan(self) -> Split:
+        """The split, and what the up-front data scan left out (trainables/scan.py)."""
+        return build_split(
             self.path,
             self.source,
             val_fraction=self.val_fraction,
             test_fraction=self.test_fraction,
             seed=self.seed,
+            bad_files=self.bad_files,
         )
 
 
@@ -121,6 +127,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
             "val_fraction": float,
             "test_fraction": float,
             "seed": int,
+            "bad_files": str,
         },
     ),
     "trial": _fields(

@@ -24,6 +24,7 @@ from search.space import Space, load_space
 from search.tuner import SPLIT_FILE, TUNE_DIR, build_trainable, build_tuner, trial_setup
 from trainables.data import write_split
 from trainables.errors import UserError
+from trainables.scan import SCAN_FILE, problems_frame
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,12 @@ def prepare_sweep(space_file: Path, results: Path, overrides: dict[str, Any]) ->
         space = load_space(space_file, {**overrides, "name": f"{space.name}-{suffix}"})
         log.info("%s already holds a sweep; this one goes to %s-%d", sweep_dir, sweep_dir, suffix)
         sweep_dir = results / space.name
-    split = space.data.split()
+    split = space.data.scan()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     space.dump(sweep_dir / SPACE_FILE)
-    write_split(split, sweep_dir / SPLIT_FILE)
+    if split.problems:  # what the data scan left out, and why
+        problems_frame(split.problems).to_csv(sweep_dir / SCAN_FILE, index=False)
+    write_split(split.frame, sweep_dir / SPLIT_FILE)
     return space, sweep_dir
 
 

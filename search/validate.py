@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from search.params import walk
 from search.space import Space
 from trainables.models import cached_weights_file, resolve_weights, stage_count
+from trainables.scan import KINDS, SCAN_FILE
 
 
 def describe(space: Space) -> list[str]:
@@ -18,13 +20,21 @@ def describe(space: Space) -> list[str]:
     for param in walk(space.params):
         depth = param.column.count("/")
         lines.append(f"  {'  ' * depth}{param.column}: {param.describe()}")
-    split = space.data.split()
+    scan = space.data.scan()
+    split = scan.frame
     counts = split.groupby("split").size().to_dict()
     lines.append(
         f"data: {space.data.source or space.data.path}: {len(split)} images, "
         f"{split['label'].nunique()} classes, "
         + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test"))
     )
+    left_out = Counter(p.kind for p in scan.problems)
+    if left_out:
+        lines.append(
+            "data scan left out: "
+            + ", ".join(f"{n} {KINDS[kind]}" for kind, n in left_out.items())
+            + f" (data.bad_files: {space.data.bad_files}; `ftsweep run` lists them in {SCAN_FILE})"
+        )
     backbones = sorted({v for p in walk(space.params) if p.name == "backbone" for v in p.values})
     lines.append(
         "backbone stages (frozen_depth counts these): "

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,12 +23,12 @@ from sklearn.model_selection import train_test_split
 from torchvision.transforms.v2 import functional as F
 
 from trainables.errors import UserError
+from trainables.scan import Problem, apply_policy, scan_class_folders
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 BUILTIN_SOURCES = ("digits",)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _DIGITS_PREFIX = "digits:"
 
 
@@ -42,18 +43,34 @@ class ImageSet:
         return int(self.labels.shape[0])
 
 
-def make_split(
+@dataclass(frozen=True)
+class Split:
+    """The sweep's split, and what the data scan left out of it."""
+
+    frame: pd.DataFrame  # columns path, label, split
+    problems: list[Problem]
+
+
+def build_split(
     path: str | None,
     source: str | None,
     *,
     val_fraction: float,
     test_fraction: float,
     seed: int,
-) -> pd.DataFrame:
-    """Lists every image with its label and split (columns path, label, split)."""
+    bad_files: str = "skip",
+) -> Split:
+    """Scans the data once and lists every usable image with its label and split.
+
+    Args:
+        bad_files: ``skip`` leaves unreadable images, non-image files and
+            empty class folders out with a warning; ``fail`` stops with a
+            UserError that lists them.
+    """
     if source is not None:
         frame = _digits_items()
-        return _stratified(frame, val_fraction, test_fraction, seed, where=f"source: {source}")
+        frame = _stratified(frame, val_fraction, test_fraction, seed, where=f"source: {source}")
+        return Split(frame, [])
     root = Path(path or "")
     if not root.is_dir():
         raise UserError(
@@ -62,9 +79,19 @@ def make_split(
             str(root),
         )
     if (root / "train").is_dir():
-        return _presplit(root, val_fraction, test_fraction, seed)
-    frame = _list_class_folders(root, root)
-    return _stratified(frame, val_fraction, test_fraction, seed, where=str(root))
+        return _presplit(root, val_fraction, test_fraction, seed, bad_files)
+    scan = scan_class_folders(root, root)
+    apply_policy(scan.problems, bad_files, str(root))
+    frame = _stratified(scan.items, val_fraction, test_fraction, seed, where=str(root))
+    return Split(frame, scan.problems)
+
+
+def make_split(path: str | None, source: str | None, **options: Any) -> pd.DataFrame:
+    """Lists every image with its label and split (columns path, label, split).
+
+    Takes build_split's options; the scan's findings are dropped (see build_split).
+    """
+    return build_split(path, source, **options).frame
 
 
 def classes_of(frame: pd.DataFrame) -> list[str]:
@@ -156,57 +183,45 @@ def _digit_image(pixels: np.ndarray, item: str, image_size: int) -> torch.Tensor
     return resized.expand(3, -1, -1).contiguous()
 
 
-def _list_class_folders(folder: Path, root: Path) -> pd.DataFrame:
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise UserError(
-            "no class folders found; an ImageFolder has one sub-folder of images per class",
-            str(folder),
-        )
-    rows = []
-    for class_dir in classes:
-        files = sorted(
-            p
-            for p in class_dir.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
-        )
-        if not files:
-            raise UserError(
-                f"class folder '{class_dir.name}' holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                "add images or remove the folder",
-                str(class_dir),
-            )
-        rows += [(f.relative_to(root).as_posix(), class_dir.name) for f in files]
-    return pd.DataFrame(rows, columns=["path", "label"])
-
-
-def _presplit(root: Path, val_fraction: float, test_fraction: float, seed: int) -> pd.DataFrame:
-    train = _list_class_folders(root / "train", root)
-    parts = {"train": train}
+def _presplit(
+    root: Path, val_fraction: float, test_fraction: float, seed: int, bad_files: str
+) -> Split:
+    scans = {"train": scan_class_folders(root / "train", root)}
     for split in ("val", "test"):
         if (root / split).is_dir():
-            parts[split] = _list_class_folders(root / split, root)
-    names = set(train["label"])
+            scans[split] = scan_class_folders(root / split, root)
+    problems = [p for scan in scans.values() for p in scan.problems]
+    apply_policy(problems, bad_files, str(root))
+    parts = {split: scan.items for split, scan in scans.items()}
+    names = set(parts["train"]["label"])
     for split, part in parts.items():
+        counts = part["label"].value_counts()
         if set(part["label"]) != names:
             raise UserError(
-                f"the class folders of {split}/ differ from train/: "
+                f"the classes of {split}/ differ from train/: "
                 f"missing {sorted(names - set(part['label']))}, "
-                f"extra {sorted(set(part['label']) - names)}; make them match",
+                f"extra {sorted(set(part['label']) - names)} "
+                f"(readable images per class in {split}/: {counts.sort_index().to_dict()}); "
+                "make them match",
                 str(root / split),
             )
     val_frac = 0.0 if "val" in parts else val_fraction
     test_frac = 0.0 if "test" in parts else test_fraction
-    frame = _stratified(train, val_frac, test_frac, seed, where=str(root / "train"))
+    frame = _stratified(parts["train"], val_frac, test_frac, seed, where=str(root / "train"))
     extra = [part.assign(split=split) for split, part in parts.items() if split != "train"]
-    return pd.concat([frame, *extra], ignore_index=True)
+    return Split(pd.concat([frame, *extra], ignore_index=True), problems)
 
 
 def _stratified(
     frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int, where: str
 ) -> pd.DataFrame:
+    classes = sorted(frame["label"].unique())
+    if len(classes) < 2:
+        raise UserError(
+            f"a classifier needs at least 2 classes with readable images; found {classes}. "
+            "Add class folders, or fix the images the data scan left out",
+            where,
+        )
     frame = frame.assign(split="train")
     remaining = frame.index.to_numpy()
     for split, fraction, of_rest in (
