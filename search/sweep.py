@@ -21,6 +21,7 @@ from search.leaderboard import (
     ray_statuses,
 )
 from search.space import Space, load_space
+from search.state import repair_state
 from search.tuner import SPLIT_FILE, TUNE_DIR, build_trainable, build_tuner, trial_setup
 from trainables.data import write_split
 from trainables.errors import UserError
@@ -111,6 +112,8 @@ def resume_sweep(
     sweep_dir = Path(sweep_dir)
     space = open_sweep(sweep_dir)
     tune_dir = (sweep_dir / TUNE_DIR).resolve()
+    if tune_dir.is_dir():
+        repair_state(tune_dir)  # a damaged state file: its last good copy, or a clear error
     if not tune.Tuner.can_restore(str(tune_dir)):
         raise UserError(
             "no Ray Tune experiment state to resume from (the sweep never started its "

@@ -15,6 +15,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.sampling import DefineByRun, build_sampler
 from search.space import Space
+from search.state import StateBackup
 from trainables.finetune import TrialSetup, tune_trainable
 from trainables.hparams import EPOCH, REPORTED_AT
 
@@ -80,6 +81,7 @@ def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
                 checkpoint_score_order=mode,
             ),
             verbose=1,
+            callbacks=[StateBackup()],  # a good copy of each state save, for repair_state
         ),
     )
 

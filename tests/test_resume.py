@@ -67,12 +67,26 @@ def test_resume_after_interruption(tmp_path, how):
     sweep, before = _interrupt_midway(tmp_path, how)
     finished_before = {t for t, e in before.items() if max(e) == MAX_EPOCHS}
 
+    damaged_trial = None
+    if how == signal.SIGKILL:
+        # A kill can cut a file short mid-write: damage Ray's experiment state
+        # and an unfinished trial's newest checkpoint. The resume must repair
+        # both (the state from its good copy, the trial from an earlier epoch).
+        state = sorted((sweep / "tune").glob("experiment_state-*.json"))[-1]
+        state.write_bytes(state.read_bytes()[:-100])
+        damaged_trial = next(t for t, e in before.items() if max(e) < MAX_EPOCHS)
+        newest = sorted((sweep / "tune" / damaged_trial).glob("checkpoint_*"))[-1]
+        (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:1000])
+
     status = ftsweep("status", str(sweep))
     assert status.returncode == 0 and "resumable: yes" in status.stdout, status.stdout
 
     resume = start_ftsweep("resume", str(sweep))
     out, err = resume.communicate(timeout=600)
     assert resume.returncode == 0, err[-3000:]
+    if damaged_trial:
+        assert "experiment_state" in err and "resuming from the copy saved" in err, err[-3000:]
+        assert state.with_name(state.name + ".damaged").is_file()
 
     board = pd.read_csv(sweep / "leaderboard.csv")
     assert len(board) == 4 and board["trial_id"].is_unique
@@ -87,6 +101,8 @@ def test_resume_after_interruption(tmp_path, how):
             new = after[trial][len(epochs) :]
             assert sorted(set(after[trial])) == list(range(1, MAX_EPOCHS + 1))
             continued.append(new[0] > 1)  # resumed from a checkpoint, not from epoch 0
+            if trial == damaged_trial:  # its newest checkpoint was damaged: an earlier one
+                assert new[0] <= int(newest.name.rsplit("_", 1)[1]) + 1, (before, after)
     assert any(continued), (before, after)
 
     states = sorted((sweep / "tune").glob("searcher-state-*.pkl"))  # named by start time

@@ -9,6 +9,7 @@ wrapper that supplies the checkpoint to resume from and the report callback.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import tempfile
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -36,6 +38,8 @@ from trainables.hparams import HParams
 from trainables.loop import evaluate, train_epoch
 from trainables.models import build_model
 from trainables.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -71,8 +75,13 @@ def tune_trainable(
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     checkpoint = tune.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
-        state = load_state(Path(resume_dir)) if resume_dir else None
+    state: dict[str, Any] | None
+    if checkpoint is not None and isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        # In place, so that a damaged or deleted one can fall back to its siblings.
+        state = load_state_or_earlier(Path(checkpoint.path))
+    else:
+        with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
+            state = load_state_or_earlier(Path(resume_dir)) if resume_dir else None
     fit_trial(HParams.from_mapping(resolve(config)), setup, report=report, state=state)
 
 
@@ -221,6 +230,43 @@ def save_state(directory: Path, metrics: dict[str, Any], **state: Any) -> None:
 def load_state(directory: Path) -> dict[str, Any]:
     """Reads a checkpoint's state without unpickling arbitrary objects."""
     return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def load_state_or_earlier(directory: Path) -> dict[str, Any]:
+    """The checkpoint's state; if it is damaged or gone, the newest good earlier one.
+
+    A trial resumes from an earlier epoch (and trains the lost ones again)
+    rather than from scratch; with no readable checkpoint at all it fails,
+    naming the file, instead of silently starting over.
+    """
+    try:
+        return load_state(directory)
+    except Exception as exc:  # truncated zip, missing file, bad pickle opcode...
+        problem = f"{directory / STATE_FILE} cannot be read ({type(exc).__name__}: {exc})"
+    epoch = _checkpoint_number(directory)
+    earlier = sorted(
+        (p for p in directory.parent.glob("checkpoint_*") if _checkpoint_number(p) < epoch),
+        key=_checkpoint_number,
+        reverse=True,
+    )
+    for candidate in earlier:
+        try:
+            state = load_state(candidate)
+        except Exception:
+            continue
+        log.warning("%s; continuing from the earlier %s instead", problem, candidate.name)
+        return state
+    raise RuntimeError(
+        f"{problem}, and no earlier checkpoint of this trial can be read; "
+        "the trial cannot continue (delete its folder to start it again)"
+    )
+
+
+def _checkpoint_number(path: Path) -> int:
+    try:
+        return int(path.name.rsplit("_", 1)[-1])
+    except ValueError:
+        return -1
 
 
 def _precision(
