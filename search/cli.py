@@ -54,7 +54,9 @@ def _run(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from search.sweep import resume_sweep
 
-    result = resume_sweep(args.sweep, retry_errored=args.retry_errored, address=args.address)
+    result = resume_sweep(
+        args.sweep, retry_errored=args.retry_errored, add=args.add, address=args.address
+    )
     return _report(result)
 
 
@@ -159,6 +161,14 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("sweep", help="RESULTS/NAME")
     resume.add_argument(
         "--retry-errored", action="store_true", help="run errored trials again from checkpoints"
+    )
+    resume.add_argument(
+        "--add",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N more trials than planned (also on a finished sweep), sampled with all "
+        "earlier results in Optuna's history",
     )
     resume.add_argument("--address", help="an existing Ray cluster (default: start Ray locally)")
     resume.set_defaults(command=_resume)

@@ -182,3 +182,38 @@ def _copy_newest_session(staging: Path, backup: Path) -> None:
         backup.rename(old)
     fresh.rename(backup)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def add_trials(tune_dir: Path, count: int) -> int:
+    """Raises the number of trials Ray's restored search will create by ``count``.
+
+    Ray Tune cannot change ``num_samples`` on restore: the search generator
+    restores its own total from search_gen_state. That total (a documented
+    part of SearchGenerator.get_state) is raised in the newest saved state,
+    written back atomically; the Optuna study is untouched, so the new trials
+    are sampled with every earlier result in its history.
+
+    Returns:
+        The new total number of trials.
+    """
+    import ray.cloudpickle as cloudpickle
+
+    session = _newest_session(tune_dir)
+    path = tune_dir / SESSION_FILES["search generator state"].format(session)
+    if session is None or _damage(path):
+        raise UserError(
+            "no saved search state to extend; resume the sweep without --add first", str(path)
+        )
+    state = cloudpickle.loads(path.read_bytes())  # Ray's own file; Ray loads it the same way
+    if not isinstance(state, dict) or not {"counter", "total_samples", "finished"} <= set(state):
+        raise UserError(
+            "this search state was written by a Ray version whose format ftsweep does not "
+            "know; --add cannot extend it (start a new sweep with more trials instead)",
+            str(path),
+        )
+    state["total_samples"] = max(int(state["total_samples"]), int(state["counter"])) + count
+    state["finished"] = False
+    fresh = path.with_name(f".{path.name}.new")
+    fresh.write_bytes(cloudpickle.dumps(state))
+    fresh.replace(path)
+    return int(state["total_samples"])

@@ -54,7 +54,10 @@ def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> lis
     errored = int((board["status"] == "errored").sum()) if len(board) else 0
     lines = [f"Ray Tune state saved {_duration(age)} ago"]
     if not len(unfinished) and not not_started and statuses:
-        lines.append("resumable: no, the sweep has finished")
+        lines.append(
+            "resumable: no, the sweep has finished; "
+            f"`ftsweep resume {sweep_dir} --add N` runs N more trials"
+        )
         if errored:
             lines.append(
                 f"`ftsweep resume {sweep_dir} --retry-errored` would re-run {errored} "

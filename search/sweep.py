@@ -21,7 +21,7 @@ from search.leaderboard import (
     ray_statuses,
 )
 from search.space import Space, load_space
-from search.state import repair_state
+from search.state import add_trials, repair_state
 from search.tuner import SPLIT_FILE, TUNE_DIR, build_trainable, build_tuner, trial_setup
 from trainables.data import write_split
 from trainables.errors import UserError
@@ -94,7 +94,11 @@ def run_sweep(
 
 
 def resume_sweep(
-    sweep_dir: str | Path, *, retry_errored: bool = False, address: str | None = None
+    sweep_dir: str | Path,
+    *,
+    retry_errored: bool = False,
+    add: int = 0,
+    address: str | None = None,
 ) -> SweepResult:
     """Continues an interrupted sweep where it stopped.
 
@@ -105,6 +109,8 @@ def resume_sweep(
     Args:
         sweep_dir: RESULTS/NAME of the sweep.
         retry_errored: also run errored trials again, from their last checkpoint.
+        add: run this many trials more than the sweep planned (a finished sweep
+            too); Optuna proposes them knowing every earlier result.
         address: an existing Ray cluster; default: start Ray on this machine.
     """
     from ray import tune
@@ -120,6 +126,14 @@ def resume_sweep(
             "trials, or tune/ was removed); start it again with `ftsweep run`",
             str(tune_dir),
         )
+    if add < 0:
+        raise UserError(f"--add takes a number of trials >= 1, not {add}", str(sweep_dir))
+    if add:
+        total = add_trials(tune_dir, add)
+        # space.yaml says how many trials the sweep plans (status, leaderboard).
+        extended = load_space(sweep_dir / SPACE_FILE, {"search.num_samples": total})
+        extended.dump(sweep_dir / SPACE_FILE)
+        log.info("adding %d trials: the sweep now plans %d", add, total)
     _start_ray(address)
     tuner = tune.Tuner.restore(
         str(tune_dir),

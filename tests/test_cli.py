@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import signal
 import time
 
@@ -95,6 +96,21 @@ def test_run_leaderboard_export_from_the_command_line(tmp_path):
     )
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+    # A finished sweep grows by --add N trials; the earlier ones stay as they were.
+    finished = ftsweep("status", str(results / "cli"))
+    assert "--add N" in finished.stdout, finished.stdout
+    added = ftsweep("resume", str(results / "cli"), "--add", "1")
+    assert added.returncode == 0, added.stderr[-3000:]
+    grown = pd.read_csv(results / "cli" / "leaderboard.csv")
+    assert len(grown) == 3 and grown["trial_id"].is_unique
+    assert (grown["status"] == "completed").all()
+    kept = grown.set_index("trial_id").loc[board["trial_id"], "best_val_accuracy"]
+    assert kept.tolist() == board["best_val_accuracy"].tolist()
+    assert "3 trials planned" in ftsweep("status", str(results / "cli")).stdout
+    state = sorted((results / "cli" / "tune").glob("searcher-state-*.pkl"))[-1]
+    study = pickle.loads(state.read_bytes())["_ot_study"]
+    assert len(study.trials) == 3  # the new trial was sampled with the first two in history
 
 
 def test_rerun_without_name_gets_a_fresh_folder(write_space, tmp_path):
