@@ -21,7 +21,14 @@ from pathlib import Path
 import pandas as pd
 
 from search.leaderboard import render
-from tests.conftest import ftsweep, reported_epochs, start_ftsweep, stop_group
+from tests.conftest import (
+    ftsweep,
+    midway,
+    reported_epochs,
+    saved_progress,
+    start_ftsweep,
+    stop_group,
+)
 from trainables.faults import INJECT_ENV
 
 MAX_EPOCHS, TRIALS = 5, 4
@@ -39,13 +46,6 @@ space:
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def _midway(sweep: Path) -> bool:
-    epochs = reported_epochs(sweep)
-    done = any(max(e, default=0) == MAX_EPOCHS for e in epochs.values())
-    partial = any(2 <= max(e, default=0) < MAX_EPOCHS for e in epochs.values())
-    return done and partial
-
-
 def _retrained(epochs: dict[str, list[int]]) -> int:
     """Epochs reported more than once: trained again after the fault."""
     return sum(len(e) - len(set(e)) for e in epochs.values())
@@ -57,10 +57,9 @@ def _interrupt(root: Path, how: str) -> dict:
     sweep = root / "results" / "b"
     driver = start_ftsweep("run", str(space), "--results", str(root / "results"))
     try:
-        while not _midway(sweep):
+        while not midway(sweep, MAX_EPOCHS):
             assert driver.poll() is None, driver.communicate()[1][-2000:]
-            time.sleep(0.5)
-        time.sleep(6)  # one save of Ray's state
+            time.sleep(0.25)
         before = reported_epochs(sweep)
         if how == "SIGINT":
             driver.send_signal(signal.SIGINT)
@@ -74,9 +73,10 @@ def _interrupt(root: Path, how: str) -> dict:
     if how == "SIGKILL + damaged state":
         state = sorted((sweep / "tune").glob("experiment_state-*.json"))[-1]
         state.write_bytes(state.read_bytes()[:-100])
-        trial = next(t for t, e in before.items() if max(e) < MAX_EPOCHS)
-        newest = sorted((sweep / "tune" / trial).glob("checkpoint_*"))[-1]
-        (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:1000])
+        running = {t: e for t, (s, e) in saved_progress(sweep).items() if s != "TERMINATED"}
+        trial = max(running, key=running.__getitem__)
+        restored = sweep / "tune" / f"trial_{trial}" / f"checkpoint_{running[trial] - 1:06d}"
+        (restored / "state.pt").write_bytes((restored / "state.pt").read_bytes()[:1000])
     started = time.time()
     resume = start_ftsweep("resume", str(sweep))
     first_new = None

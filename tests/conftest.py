@@ -79,3 +79,34 @@ def reported_epochs(sweep: Path) -> dict[str, list[int]]:
         lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
         found[result.parent.name] = [r["epoch"] for r in lines]
     return found
+
+
+def saved_progress(sweep: Path) -> dict[str, tuple[str, int]]:
+    """trial id -> (status, last epoch) in Ray's newest saved experiment state.
+
+    What a resume will start from; empty while no state is saved or one is
+    being written.
+    """
+    states = sorted((sweep / "tune").glob("experiment_state-*.json"))
+    try:
+        data = json.loads(states[-1].read_text())
+        progress = {}
+        for entry in data["trial_data"]:
+            trial, meta = json.loads(entry[0]), json.loads(entry[1])
+            epoch = (meta.get("last_result") or {}).get("epoch", 0)
+            progress[trial["trial_id"]] = (trial["status"], epoch)
+        return progress
+    except (IndexError, KeyError, ValueError, OSError):
+        return {}
+
+
+def midway(sweep: Path, max_epochs: int) -> bool:
+    """Ray's saved state has a finished trial and one running with epochs to go.
+
+    The running one is at least two epochs from its end, so that it is still
+    unfinished when a test interrupts the sweep a moment later.
+    """
+    progress = saved_progress(sweep).values()
+    finished = any(s == "TERMINATED" and e == max_epochs for s, e in progress)
+    running = any(s == "RUNNING" and 2 <= e <= max_epochs - 2 for s, e in progress)
+    return finished and running

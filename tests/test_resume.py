@@ -11,7 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ftsweep, reported_epochs, start_ftsweep, stop_group
+from tests.conftest import (
+    ftsweep,
+    midway,
+    reported_epochs,
+    saved_progress,
+    start_ftsweep,
+    stop_group,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +44,10 @@ def _interrupt_midway(tmp_path: Path, how: signal.Signals) -> tuple[Path, dict[s
     driver = start_ftsweep("run", str(space), "--results", str(tmp_path / "results"))
     deadline = time.time() + 400
     try:
-        while True:
+        while not midway(sweep, MAX_EPOCHS):
             assert driver.poll() is None, driver.communicate()[1][-3000:]
             assert time.time() < deadline, "never reached a finished and an unfinished trial"
-            epochs = reported_epochs(sweep)
-            done = [t for t, e in epochs.items() if max(e, default=0) == MAX_EPOCHS]
-            partial = [t for t, e in epochs.items() if 2 <= max(e, default=0) < MAX_EPOCHS]
-            if done and partial:
-                break
-            time.sleep(0.5)
-        time.sleep(6)  # past one save of Ray's experiment state (TUNE_GLOBAL_CHECKPOINT_S=5)
+            time.sleep(0.25)
         before = reported_epochs(sweep)
         if how == signal.SIGKILL:
             os.killpg(driver.pid, signal.SIGKILL)
@@ -65,7 +66,12 @@ def _interrupt_midway(tmp_path: Path, how: signal.Signals) -> tuple[Path, dict[s
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
 def test_resume_after_interruption(tmp_path, how):
     sweep, before = _interrupt_midway(tmp_path, how)
-    finished_before = {t for t, e in before.items() if max(e) == MAX_EPOCHS}
+    # What Ray saved last is what it resumes from: its finished trials must
+    # stay as they are, its running ones continue from their checkpoints.
+    saved = saved_progress(sweep)
+    finished_before = {f"trial_{t}" for t, (s, _) in saved.items() if s == "TERMINATED"}
+    running = {f"trial_{t}": e for t, (s, e) in saved.items() if s != "TERMINATED" and e >= 1}
+    assert finished_before and running, saved
 
     damaged_trial = None
     if how == signal.SIGKILL:
@@ -74,9 +80,11 @@ def test_resume_after_interruption(tmp_path, how):
         # both (the state from its good copy, the trial from an earlier epoch).
         state = sorted((sweep / "tune").glob("experiment_state-*.json"))[-1]
         state.write_bytes(state.read_bytes()[:-100])
-        damaged_trial = next(t for t, e in before.items() if max(e) < MAX_EPOCHS)
-        newest = sorted((sweep / "tune" / damaged_trial).glob("checkpoint_*"))[-1]
-        (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:1000])
+        damaged_trial = max(running, key=running.__getitem__)  # the one with most epochs
+        assert running[damaged_trial] >= 2, saved  # so that an earlier checkpoint exists
+        # The checkpoint Ray restores it from (one per epoch, numbered from 0).
+        restored = sweep / "tune" / damaged_trial / f"checkpoint_{running[damaged_trial] - 1:06d}"
+        (restored / "state.pt").write_bytes((restored / "state.pt").read_bytes()[:1000])
 
     status = ftsweep("status", str(sweep))
     assert status.returncode == 0 and "resumable: yes" in status.stdout, status.stdout
@@ -95,15 +103,13 @@ def test_resume_after_interruption(tmp_path, how):
     after = reported_epochs(sweep)
     for trial in finished_before:  # finished trials untouched
         assert after[trial] == before[trial]
-    continued = []
-    for trial, epochs in before.items():
-        if max(epochs) < MAX_EPOCHS:
-            new = after[trial][len(epochs) :]
-            assert sorted(set(after[trial])) == list(range(1, MAX_EPOCHS + 1))
-            continued.append(new[0] > 1)  # resumed from a checkpoint, not from epoch 0
-            if trial == damaged_trial:  # its newest checkpoint was damaged: an earlier one
-                assert new[0] <= int(newest.name.rsplit("_", 1)[1]) + 1, (before, after)
-    assert any(continued), (before, after)
+    for trial, epoch in running.items():
+        assert sorted(set(after[trial])) == list(range(1, MAX_EPOCHS + 1))
+        new = after[trial][len(before[trial]) :]
+        if trial == damaged_trial:  # its newest checkpoint was damaged: an earlier one
+            assert 1 < new[0] <= epoch, (saved, before, after)
+        else:  # from its checkpoint, not from epoch 0: the counter never restarts at 1
+            assert new[0] == epoch + 1, (saved, before, after)
 
     states = sorted((sweep / "tune").glob("searcher-state-*.pkl"))  # named by start time
     searcher = pickle.loads(states[-1].read_bytes())  # our own experiment's state
