@@ -36,7 +36,7 @@ def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(tmp_path,
         json.dumps(
             [
                 {"trial": 0, "epoch": 2, "error": "transient", "times": 1},
-                {"trial": 1, "epoch": 1, "error": "oom"},  # every time: it never fits
+                {"trial": 1, "epoch": 2, "error": "oom"},  # every time: it never fits
             ]
         )
     )
@@ -58,6 +58,7 @@ def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(tmp_path,
     assert epochs[f"trial_{ids[0]}"] == [1, 2, 3]
 
     assert oom["status"] == "errored" and oom["failures"] == 2  # tried, retried once
+    assert epochs[f"trial_{ids[1]}"] == [1]  # its retry started from the epoch-1 checkpoint
     assert oom["error"].startswith("out of memory (mobilenet_v3_small, batch_size 64)")
     assert "\n" not in oom["error"]
 
@@ -73,6 +74,16 @@ def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(tmp_path,
 
     status = ftsweep("status", str(sweep))
     assert "1 errored" in status.stdout and "out of memory" in status.stdout, status.stdout
+
+    # With more memory (no fault any more), --retry-errored finishes it from its checkpoint.
+    monkeypatch.delenv(INJECT_ENV)
+    retried = ftsweep("resume", str(sweep), "--retry-errored")
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    board = pd.read_csv(sweep / "leaderboard.csv").set_index("trial_id")
+    assert (board["status"] == "completed").all() and board["error"].isna().all()
+    again = reported_epochs(sweep)
+    assert again[f"trial_{ids[1]}"] == [1, 2, 3]  # epoch 1 was not trained again
+    assert again[f"trial_{ids[0]}"] == [1, 2, 3] and again[f"trial_{ids[2]}"] == [1, 2, 3]
 
 
 def test_error_line_picks_the_last_failure():
