@@ -104,17 +104,42 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from search.leaderboard import build_leaderboard, open_sweep, render
+    from search.leaderboard import (
+        LOWER_IS_BETTER,
+        STATUSES,
+        build_leaderboard,
+        open_sweep,
+        pareto_mask,
+        render,
+    )
 
     sweep_dir = Path(args.sweep)
-    open_sweep(sweep_dir)
+    space = open_sweep(sweep_dir)
     finished = (sweep_dir / "leaderboard.csv").is_file()
     frame = build_leaderboard(sweep_dir, finished=finished)
+    if args.status:
+        wanted = [s.strip() for s in args.status.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in STATUSES]
+        if unknown:
+            raise UserError(
+                f"--status {','.join(unknown)}: not a trial status; use one or more of "
+                f"{', '.join(STATUSES)}, comma-separated"
+            )
+        frame = frame[frame["status"].isin(wanted)]
+    if args.pareto:
+        if "latency_ms" not in frame:
+            raise UserError(
+                "--pareto needs the latency_ms column, which trials report from their first "
+                "epoch on; none has yet",
+                str(sweep_dir),
+            )
+        frame = frame[pareto_mask(frame, space.trial.metric, space.trial.mode)]
     if args.sort:
         if args.sort not in frame:
-            raise UserError(f"no column '{args.sort}'; columns: {', '.join(frame.columns)}")
-        # costs and losses rank low-first, everything else high-first
-        ascending = args.sort.endswith("_loss") or args.sort in ("train_seconds", "params", "rank")
+            raise UserError(
+                f"--sort {args.sort}: no such column; columns: {', '.join(frame.columns)}"
+            )
+        ascending = args.sort.endswith("_loss") or args.sort in LOWER_IS_BETTER
         frame = frame.sort_values(args.sort, ascending=ascending, na_position="last")
     if args.top:
         frame = frame.head(args.top)
@@ -127,6 +152,55 @@ def _export(args: argparse.Namespace) -> int:
 
     out = export_trial(Path(args.sweep), Path(args.out), args.trial)
     print(f"exported to {out}")
+    print(f"load it with: from search import load_model; model = load_model('{out}')")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from search.evaluate import describe_evaluation, evaluate_model
+
+    result = evaluate_model(
+        args.model,
+        args.data,
+        split=args.split,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print("\n".join(describe_evaluation(result)))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from search.evaluate import collect_images, predict_files
+    from search.export import default_device, load_model
+
+    if args.top_k < 1:
+        raise UserError(f"--top-k takes 1 or more, not {args.top_k}")
+    model = load_model(args.model, args.device or default_device())
+    files = collect_images(args.images)
+    frame = predict_files(model, files, top_k=args.top_k, batch_size=args.batch_size)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"{len(frame)} predictions written to {args.out}")
+    else:
+        print(frame.drop(columns="error").to_string(index=False))
+    failed = frame[frame["error"].notna()]
+    if not failed.empty:
+        raise UserError(
+            f"{len(failed)} of {len(frame)} files could not be read as images and have no "
+            f"prediction (their rows carry the error): {', '.join(failed['path'].head(5))}"
+            + (" ..." if len(failed) > 5 else "")
+            + "; the others were predicted"
+        )
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from search.sweep import redraw
+
+    for path in redraw(args.sweep):
+        print(path)
     return 0
 
 
@@ -191,13 +265,25 @@ def _parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser(
         "leaderboard",
-        help="ranked trials of a sweep",
+        help="ranked trials of a sweep (also while it runs)",
         description="Ranked trials. Example: ftsweep leaderboard results/quickstart --top 5",
     )
     board.add_argument("sweep", help="RESULTS/NAME")
     board.add_argument("--top", type=int, help="show the best K")
     board.add_argument("--format", choices=("table", "csv", "markdown", "json"), default="table")
-    board.add_argument("--sort", help="a column to sort by instead of the sweep's metric")
+    board.add_argument(
+        "--sort", help="a column to sort by instead of the sweep's metric (e.g. latency_ms)"
+    )
+    board.add_argument(
+        "--status",
+        help="only trials with this status (completed, stopped_early, errored, running, "
+        "pending; comma-separated for several)",
+    )
+    board.add_argument(
+        "--pareto",
+        action="store_true",
+        help="only the trials on the metric/latency Pareto front (none faster and better)",
+    )
     board.set_defaults(command=_leaderboard)
 
     export = commands.add_parser(
@@ -209,4 +295,48 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--trial", help="trial id (default: the best)")
     export.add_argument("--out", required=True, help="the model folder to write")
     export.set_defaults(command=_export)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="accuracy, per-class precision/recall/F1, confusion matrix of a model",
+        description="Evaluate an exported model on labelled images. Example: "
+        "ftsweep evaluate results/quickstart/best results/quickstart",
+    )
+    evaluate.add_argument("model", help="an exported model folder")
+    evaluate.add_argument(
+        "data",
+        help="an ImageFolder (class folders, or train/ val/ test/) or a sweep's RESULTS/NAME",
+    )
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="which split of a sweep or of a train/val/test folder (default: test)",
+    )
+    evaluate.add_argument("--out", help="where to save the figures (default: MODEL/evaluation)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when present)")
+    evaluate.set_defaults(command=_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="top-k labels and probabilities for images",
+        description="Predict images. Example: ftsweep predict results/quickstart/best photos/ "
+        "--out preds.csv",
+    )
+    predict.add_argument("model", help="an exported model folder")
+    predict.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    predict.add_argument("--top-k", type=int, default=3, help="labels per image (default: 3)")
+    predict.add_argument("--out", help="write a CSV (one row per image) instead of printing")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when present)")
+    predict.set_defaults(command=_predict)
+
+    plot = commands.add_parser(
+        "plot",
+        help="draw the sweep's plots and report.md again (also while it runs)",
+        description="Redraw plots/ and report.md. Example: ftsweep plot results/quickstart",
+    )
+    plot.add_argument("sweep", help="RESULTS/NAME")
+    plot.set_defaults(command=_plot)
     return parser

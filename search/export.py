@@ -8,18 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import safetensors.torch
 import torch
 import torchvision
 from PIL import Image
 from torch import nn
 
-from search.leaderboard import best_trial, build_leaderboard, open_sweep
+from search.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
+from search.space import Space
 from search.tuner import SPLIT_FILE
 from trainables.augment import MEAN, STD
 from trainables.data import classes_of, decode_split, load_image, prepare_image, read_split
 from trainables.errors import UserError
-from trainables.finetune import load_state
+from trainables.finetune import META_FILE, load_state
 from trainables.hparams import HParams
 from trainables.loop import evaluate, predict_logits
 from trainables.models import Classifier, build_model
@@ -32,11 +34,21 @@ METRICS_FILE = "metrics.json"
 ImageLike = Image.Image | torch.Tensor | str | Path
 
 
-def export_trial(sweep_dir: Path, out_dir: Path, trial_id: str | None = None) -> Path:
+def export_trial(
+    sweep_dir: Path,
+    out_dir: Path,
+    trial_id: str | None = None,
+    *,
+    finalists: list[dict[str, Any]] | None = None,
+) -> Path:
     """Writes a self-contained model folder for one trial (default: the best).
 
     The weights are those of the trial's best kept checkpoint. Exporting the
     same trial twice writes identical files.
+
+    Args:
+        finalists: the trials tested at the end of the sweep (rank, trial id,
+            validation and test metrics), listed in metrics.json.
     """
     space = open_sweep(sweep_dir)
     frame = build_leaderboard(sweep_dir, finished=True)
@@ -44,33 +56,31 @@ def export_trial(sweep_dir: Path, out_dir: Path, trial_id: str | None = None) ->
         row = best_trial(frame, space.trial.metric)
     else:
         match = frame[frame["trial_id"] == trial_id]
-        if match.empty or match.iloc[0]["checkpoint"] is None:
-            known = ", ".join(frame["trial_id"].astype(str))
+        if match.empty or pd.isna(match.iloc[0]["checkpoint"]):
+            known = ", ".join(frame[frame["checkpoint"].notna()]["trial_id"].astype(str))
             raise UserError(
-                f"no trial '{trial_id}' with a checkpoint; trials: {known}", str(sweep_dir)
+                f"no trial '{trial_id}' with a checkpoint in this sweep; "
+                f"trials with one: {known or 'none'} (see `ftsweep leaderboard`)",
+                str(sweep_dir),
             )
         row = match.iloc[0]
     checkpoint = Path(row["checkpoint"])
-    state = load_state(checkpoint)
-    meta = json.loads((checkpoint / "meta.json").read_text())
-    config = json.loads((checkpoint.parent / "params.json").read_text())
-    hparams = HParams.from_mapping(space.hparams(config))
     split = read_split(sweep_dir / SPLIT_FILE)
-    classes = classes_of(split)
+    network, hparams, meta = checkpoint_network(space, checkpoint, len(classes_of(split)))
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().clone().contiguous() for k, v in state["model"].items()}
+    weights = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     safetensors.torch.save_file(weights, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     description = {
         "format_version": FORMAT_VERSION,
         "backbone": hparams.backbone,
         "head": {"hidden": hparams.head_hidden, "dropout": hparams.head_dropout},
-        "classes": classes,
+        "classes": classes_of(split),
         "image_size": space.data.image_size,
         "normalization": {"mean": list(MEAN), "std": list(STD)},
         "trial_id": str(row["trial_id"]),
         "epoch": meta["epoch"],
-        "config": space.resolve(config),
+        "config": space.resolve(json.loads((checkpoint.parent / "params.json").read_text())),
         "metrics": meta,
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
     }
@@ -80,10 +90,57 @@ def export_trial(sweep_dir: Path, out_dir: Path, trial_id: str | None = None) ->
         "epoch": meta["epoch"],
         "val": {k.removeprefix("val_"): v for k, v in meta.items() if k.startswith("val_")},
     }
-    if (split["split"] == "test").any():
-        metrics["test"] = _test_metrics(out_dir, split, space.data.path, space.data.image_size)
+    tested = read_finalists(sweep_dir).get(str(row["trial_id"]))
+    if tested and tested.get("checkpoint") == str(checkpoint):
+        metrics["test"] = tested["test"]
+    elif (split["split"] == "test").any():
+        metrics["test"] = test_metrics(network, split, space)
+    if finalists:
+        metrics["finalists"] = finalists
     _write_json(out_dir / METRICS_FILE, metrics)
     return out_dir
+
+
+def checkpoint_network(
+    space: Space, checkpoint: Path, num_classes: int
+) -> tuple[Classifier, HParams, dict]:
+    """The network of a trial's checkpoint (CPU, eval mode), its hyperparameters and metrics."""
+    state = load_state(checkpoint)
+    meta = json.loads((checkpoint / META_FILE).read_text())
+    config = json.loads((checkpoint.parent / "params.json").read_text())
+    hparams = HParams.from_mapping(space.hparams(config))
+    network = build_model(
+        hparams.backbone,
+        num_classes,
+        head_hidden=hparams.head_hidden,
+        head_dropout=hparams.head_dropout,
+        image_size=space.data.image_size,
+    )
+    network.load_state_dict(state["model"])
+    return network.eval(), hparams, meta
+
+
+def test_set(split: pd.DataFrame, space: Space) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sweep's test images, labelled with the class index the trials trained with."""
+    classes = classes_of(split)
+    test = split[split["split"] == "test"]
+    _, sets = decode_split(test, space.data.path, space.data.image_size)
+    names = classes_of(test)  # decode_split indexes the given rows' classes only
+    labels = torch.tensor([classes.index(names[i]) for i in sets["test"].labels.tolist()])
+    return sets["test"].images, labels
+
+
+def test_metrics(network: nn.Module, split: pd.DataFrame, space: Space) -> dict[str, float]:
+    """Loss, accuracy and macro F1 of a network on the sweep's test split."""
+    images, labels = test_set(split, space)
+    device = default_device()
+    result = evaluate(network.to(device), images, labels, device)
+    network.cpu()
+    return result
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def replace_folder(source: Path, target: Path) -> None:
@@ -107,35 +164,51 @@ class FineTunedModel(nn.Module):
         """Logits for a normalised float batch (NCHW)."""
         return self.network(images)
 
-    def predict_proba(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
-        """Class probabilities (N x classes) for PIL images, tensors or paths."""
-        batch = self._prepare(images)
+    def predict_proba(
+        self, images: ImageLike | Sequence[ImageLike], *, batch_size: int = 64
+    ) -> torch.Tensor:
+        """Class probabilities (N x classes) for PIL images, tensors or paths.
+
+        Images are decoded and run ``batch_size`` at a time, on the device the
+        model is on, with the preprocessing the model was trained with.
+        """
+        items = self._items(images)
         device = next(self.parameters()).device
-        return predict_logits(self.network, batch, device).softmax(dim=1)
+        outputs = []
+        for start in range(0, len(items), batch_size):
+            batch = torch.stack([self.prepare(im) for im in items[start : start + batch_size]])
+            logits = predict_logits(self.network, batch, device, batch_size=batch_size)
+            outputs.append(logits.softmax(dim=1))
+        return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
 
-    def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[str]:
+    def predict(
+        self, images: ImageLike | Sequence[ImageLike], *, batch_size: int = 64
+    ) -> list[str]:
         """The most likely class name of each image."""
-        return [self.classes[i] for i in self.predict_proba(images).argmax(dim=1).tolist()]
+        probabilities = self.predict_proba(images, batch_size=batch_size)
+        return [self.classes[i] for i in probabilities.argmax(dim=1).tolist()]
 
-    def _prepare(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
-        items: Sequence[ImageLike]
+    def prepare(self, image: ImageLike) -> torch.Tensor:
+        """One image -> the uint8 CHW tensor the network takes (resize, centre crop)."""
+        if isinstance(image, str | Path):
+            return load_image(Path(image), self.image_size)
+        return prepare_image(image, self.image_size)
+
+    @staticmethod
+    def _items(images: ImageLike | Sequence[ImageLike]) -> Sequence[ImageLike]:
         if isinstance(images, torch.Tensor) and images.ndim == 4:
-            items = list(images)
-        elif isinstance(images, list | tuple):
-            items = images
-        else:
-            items = [images]  # type: ignore[list-item]
-        prepared = [
-            load_image(Path(im), self.image_size)
-            if isinstance(im, str | Path)
-            else prepare_image(im, self.image_size)
-            for im in items
-        ]
-        return torch.stack(prepared)
+            return list(images)
+        if isinstance(images, list | tuple):
+            return images
+        return [images]  # type: ignore[list-item]
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> FineTunedModel:
     """Loads an exported model folder; nothing is unpickled.
+
+    Only model.json (JSON) and model.safetensors (raw tensors) are read; any
+    other file in the folder is ignored, and a weights file that is not
+    safetensors (a pickle, say) is refused.
 
     Returns:
         A module in eval mode with ``.classes``, ``.predict(images)`` and
@@ -145,30 +218,50 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Fin
     if not (model_dir / MODEL_FILE).is_file() or not (model_dir / WEIGHTS_FILE).is_file():
         raise UserError(
             f"not an exported model folder (needs {MODEL_FILE} and {WEIGHTS_FILE}); "
-            "create one with `ftsweep export`",
+            "create one with `ftsweep export RESULTS/NAME --out DIR`",
             str(model_dir),
         )
-    description = json.loads((model_dir / MODEL_FILE).read_text())
+    try:
+        description = json.loads((model_dir / MODEL_FILE).read_text())
+        backbone, classes = description["backbone"], list(description["classes"])
+        head, image_size = description["head"], int(description["image_size"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"{MODEL_FILE} is damaged or not from ftsweep ({type(exc).__name__}: {exc}); "
+            "export the model again",
+            str(model_dir / MODEL_FILE),
+        ) from None
+    if int(description.get("format_version", 1)) > FORMAT_VERSION:
+        raise UserError(
+            f"this model folder has format_version {description['format_version']}, newer "
+            f"than this ftsweep reads ({FORMAT_VERSION}); upgrade ftsweep",
+            str(model_dir / MODEL_FILE),
+        )
+    try:
+        weights = safetensors.torch.load_file(str(model_dir / WEIGHTS_FILE))
+    except Exception as exc:  # SafetensorError: a header that is not safetensors
+        raise UserError(
+            f"{WEIGHTS_FILE} is not a valid safetensors file ({exc}); it is refused, not "
+            "unpickled: ftsweep model folders never hold pickles. Export the model again",
+            str(model_dir / WEIGHTS_FILE),
+        ) from None
     network = build_model(
-        description["backbone"],
-        len(description["classes"]),
-        head_hidden=description["head"]["hidden"],
-        head_dropout=description["head"]["dropout"],
-        image_size=description["image_size"],
+        backbone,
+        len(classes),
+        head_hidden=int(head["hidden"]),
+        head_dropout=float(head["dropout"]),
+        image_size=image_size,
     )
-    network.load_state_dict(safetensors.torch.load_file(str(model_dir / WEIGHTS_FILE)))
-    model = FineTunedModel(network, description["classes"], description["image_size"])
+    try:
+        network.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UserError(
+            f"the weights do not fit the model that {MODEL_FILE} describes ({backbone}, "
+            f"{len(classes)} classes): {str(exc).splitlines()[0]}; export the model again",
+            str(model_dir),
+        ) from None
+    model = FineTunedModel(network, classes, image_size)
     return model.to(device).eval()
-
-
-def _test_metrics(model_dir: Path, split: Any, data_root: str | None, image_size: int) -> dict:
-    model = load_model(model_dir)
-    _, sets = decode_split(split[split["split"] == "test"], data_root, image_size)
-    # decode_split indexes classes of the given rows only; map by name instead.
-    test = sets["test"]
-    names = sorted(split[split["split"] == "test"]["label"].unique())
-    labels = torch.tensor([model.classes.index(names[i]) for i in test.labels.tolist()])
-    return evaluate(model.network, test.images, labels, torch.device("cpu"))
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -20,6 +20,18 @@ from trainables.finetune import META_FILE
 
 SPACE_FILE = "space.yaml"
 LEADERBOARD_FILE = "leaderboard.csv"
+FINALISTS_FILE = "finalists.json"
+STATUSES = ("completed", "stopped_early", "errored", "running", "pending")
+# Columns where lower is better (the rest rank high-first).
+LOWER_IS_BETTER = (
+    "rank",
+    "epochs",
+    "train_seconds",
+    "gpu_seconds",
+    "params",
+    "latency_ms",
+    "failures",
+)
 FORMATS = ("table", "csv", "markdown", "json")
 
 
@@ -123,10 +135,15 @@ def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFram
     space = open_sweep(sweep_dir)
     metric, mode = space.trial.metric, space.trial.mode
     trials = ray_trials(sweep_dir)
+    finalists = read_finalists(sweep_dir)
     rows = []
     for record in read_trials(sweep_dir.resolve()):
         status, failures = trials.get(record.trial_id, (None, None))
-        rows.append(_row(space, record, status, failures, finished))
+        row = _row(space, record, status, failures, finished)
+        tested = finalists.get(record.trial_id)
+        if tested and tested.get("checkpoint") == row["checkpoint"]:
+            row |= {f"test_{k}": v for k, v in tested["test"].items()}
+        rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=["rank", "trial_id", "status"])
@@ -147,8 +164,21 @@ def _column_order(space: Space, frame: pd.DataFrame) -> list[str]:
     """rank, trial_id, status, the parameters in space order, metrics, cost, the rest."""
     params = list(dict.fromkeys(p.column for p in walk(space.params)))
     metrics = [f"{w}_{m}" for m in hp.METRICS for w in ("best", "last")]
-    fixed = ["rank", "trial_id", "status", *params, *metrics]
-    tail = ["best_epoch", "epochs", "train_seconds", "params", "failures", "error", "checkpoint"]
+    tests = ["test_accuracy", "test_loss", "test_f1_macro"]
+    fixed = ["rank", "trial_id", "status", *params, *metrics, *tests]
+    tail = [
+        "best_epoch",
+        "epochs",
+        "train_seconds",
+        "gpu_seconds",
+        "params",
+        "latency_ms",
+        "throughput",
+        "device",
+        "failures",
+        "error",
+        "checkpoint",
+    ]
     known = [c for c in [*fixed, *tail] if c in frame]
     return known + [c for c in frame.columns if c not in known]
 
@@ -162,12 +192,44 @@ def best_trial(frame: pd.DataFrame, metric: str) -> pd.Series:
     return usable.iloc[0]
 
 
+def read_finalists(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """trial id -> {"checkpoint", "epoch", "test": {...}} of the trials tested at the end."""
+    data = _read_json(sweep_dir / FINALISTS_FILE)
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def pareto_mask(frame: pd.DataFrame, metric: str, mode: str, cost: str = "latency_ms") -> pd.Series:
+    """True for the trials no other trial beats on both the metric and the cost.
+
+    A trial is on the front when every trial that is at least as cheap is
+    worse on ``best_<metric>`` (ties on both keep the first). Trials missing
+    either value are off the front.
+    """
+    key = f"best_{metric}"
+    mask = pd.Series(False, index=frame.index)
+    if key not in frame or cost not in frame:
+        return mask
+    usable = frame[frame[key].notna() & frame[cost].notna()]
+    sign = 1.0 if mode == "max" else -1.0
+    # Cheapest first; among equal cost the best first. Walk and keep each
+    # trial that beats every cheaper one.
+    ordered = usable.assign(_score=sign * usable[key]).sort_values(
+        [cost, "_score"], ascending=[True, False], kind="stable"
+    )
+    best_so_far = float("-inf")
+    for index, score in ordered["_score"].items():
+        if score > best_so_far:
+            mask[index] = True
+            best_so_far = score
+    return mask
+
+
 def render(frame: pd.DataFrame, fmt: str) -> str:
     """The leaderboard as text: an aligned table, CSV, Markdown or JSON."""
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
-        return frame.to_json(orient="records", indent=2)
+        return frame.to_json(orient="records", indent=2, double_precision=15)
     shown = frame.drop(columns=["checkpoint", "started_at", "ended_at"], errors="ignore")
     shown = shown.astype(object).where(shown.notna(), "")
     shown = shown.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
@@ -205,7 +267,12 @@ def _row(
         row["best_epoch"] = int(history.loc[best_index, hp.EPOCH])
         row["epochs"] = int(history[hp.EPOCH].iloc[-1])
         row["train_seconds"] = round(float(history[hp.TRAIN_SECONDS].iloc[-1]), 2)
+        row["gpu_seconds"] = round(row["train_seconds"] * space.resources.gpus, 2)
         row["params"] = int(history[hp.PARAMS].iloc[-1])
+        for name in (hp.LATENCY_MS, hp.THROUGHPUT, hp.DEVICE):
+            if name in history and history[name].notna().any():
+                value = history[name].dropna().iloc[-1]
+                row[name] = round(float(value), 3) if name != hp.DEVICE else str(value)
         row["started_at"] = float(history[hp.STARTED_AT].iloc[0])
         row["ended_at"] = float(history["timestamp"].iloc[-1]) if "timestamp" in history else None
     # Up to trial.max_failures of them, Ray restarts the trial from its last checkpoint.

@@ -78,6 +78,7 @@ class SearchSpec:
     seed: int = 0
     start_from: tuple[dict[str, Any], ...] = ()  # keyed by Param.key
     scheduler: SchedulerSpec = SchedulerSpec()
+    finalists: int = 3  # top trials (by the metric) evaluated on the test split at the end
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
         "seed": (int, 0),
         "start_from": (list, []),
         "scheduler": (dict, {}),
+        "finalists": (int, 3),
     },
     "resources": _fields(ResourcesSpec, {"cpus": float, "gpus": float}),
     "scheduler": _fields(
@@ -332,6 +334,13 @@ def _search(
     for key in ("num_samples", "max_concurrent"):
         if values[key] < 1:
             raise loc.error(section, key, f"search.{key}", f"{key} must be at least 1")
+    if values["finalists"] < 0:
+        raise loc.error(
+            section,
+            "finalists",
+            "search.finalists",
+            "finalists must be 0 (test no trial) or more (the top K are tested at the end)",
+        )
     starts = section.get("start_from") or []
     points = tuple(start_point(p, params, loc, starts, i) for i, p in enumerate(starts))
     return SearchSpec(
@@ -342,4 +351,5 @@ def _search(
         seed=values["seed"],
         start_from=points,
         scheduler=scheduler,
+        finalists=values["finalists"],
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import signal
@@ -172,16 +174,90 @@ def _fit(tuner: Any, sweep_dir: Path) -> SweepResult:
 
 
 def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
-    """Writes leaderboard.csv and exports the best trial (so far) to best/."""
+    """Writes leaderboard.csv, tests the finalists, exports the best trial (so far)
+    to best/, and draws the plots and report.md.
+
+    Each output is written as soon as it is known, so a failure in a later
+    step (a plot, say) never costs an earlier one.
+    """
+    from search.evaluate import test_finalists
+
     space = load_space(sweep_dir / SPACE_FILE)
     frame = build_leaderboard(sweep_dir, finished=not interrupted)
     frame.to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
     best_dir = None
+    finalists: list[dict[str, Any]] = []
     if frame[f"best_{space.trial.metric}"].notna().any() if len(frame) else False:
+        if not interrupted:  # an interrupted sweep's finalists may still improve
+            finalists = test_finalists(sweep_dir, frame, space)
+            if finalists:  # the leaderboard gains their test columns
+                frame = build_leaderboard(sweep_dir, finished=True)
+                frame.to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
         staging = sweep_dir / f".{BEST_DIR}.partial"
-        export_trial(sweep_dir, staging)
+        export_trial(sweep_dir, staging, finalists=finalists)
         best_dir = sweep_dir / BEST_DIR
         replace_folder(staging, best_dir)
     else:
         log.warning("no trial finished an epoch; nothing exported")
+    draw_outputs(sweep_dir, frame, space, finalists, best_dir, interrupted=interrupted)
     return SweepResult(sweep_dir, frame, best_dir, space.trial.metric, interrupted)
+
+
+def draw_outputs(
+    sweep_dir: Path,
+    frame: pd.DataFrame,
+    space: Space,
+    finalists: list[dict[str, Any]],
+    best_dir: Path | None,
+    *,
+    interrupted: bool = False,
+) -> None:
+    """plots/*.png and report.md; a failure here is logged, never fatal to the sweep."""
+    from search.plots import plot_sweep
+    from search.report import write_report
+
+    try:
+        plot_sweep(sweep_dir, frame, space)
+        write_report(
+            sweep_dir,
+            frame,
+            space,
+            finalists=finalists,
+            best_dir=best_dir,
+            interrupted=interrupted,
+        )
+    except Exception:
+        log.exception(
+            "drawing the plots or report.md failed (the leaderboard and best/ are written); "
+            "try again with `ftsweep plot %s`",
+            sweep_dir,
+        )
+
+
+def redraw(sweep_dir: str | Path) -> list[Path]:
+    """`ftsweep plot`: the plots and report.md from the results folder as it is now."""
+    from search.plots import plot_sweep
+    from search.report import REPORT_FILE, write_report
+
+    sweep_dir = Path(sweep_dir)
+    space = open_sweep(sweep_dir)
+    finished = (sweep_dir / LEADERBOARD_FILE).is_file()
+    frame = build_leaderboard(sweep_dir, finished=finished)
+    best_dir = sweep_dir / BEST_DIR
+    metrics = best_dir / "metrics.json"
+    finalists = []
+    if metrics.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            finalists = json.loads(metrics.read_text()).get("finalists", [])
+    paths = plot_sweep(sweep_dir, frame, space)
+    write_report(
+        sweep_dir,
+        frame,
+        space,
+        finalists=finalists,
+        best_dir=best_dir if best_dir.is_dir() else None,
+        interrupted=bool(frame["status"].isin(["running", "pending"]).any())
+        if len(frame)
+        else False,
+    )
+    return [*paths, sweep_dir / REPORT_FILE]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from search import load_model, run_sweep
 from search.leaderboard import build_leaderboard
 from trainables.data import decode_split, read_split
+from trainables.errors import UserError
 from trainables.finetune import load_state
 from trainables.models import build_model
 
@@ -155,3 +157,171 @@ def test_export_is_reproducible(sweep, tmp_path):
     ).read_bytes()
     again = build_leaderboard(sweep.sweep_dir, finished=True)
     assert list(again["trial_id"]) == list(sweep.leaderboard["trial_id"])
+
+
+def test_leaderboard_has_cost_and_inference_speed(sweep):
+    board = sweep.leaderboard
+    trained = board[board["epochs"].notna()]
+    assert (trained["latency_ms"] > 0).all() and (trained["throughput"] > 0).all()
+    assert (trained["device"] == "cpu").all()
+    assert (trained["gpu_seconds"] == 0).all()  # resources.gpus is 0
+    assert (trained["params"] > 0).all()
+
+
+def test_finalists_are_tested_on_the_test_split(sweep):
+    board = sweep.leaderboard
+    finalists = json.loads((sweep.sweep_dir / "finalists.json").read_text())
+    assert len(finalists) == 3  # search.finalists defaults to 3
+    assert set(finalists) == set(board["trial_id"].head(3))
+    assert board["test_accuracy"].head(3).notna().all()
+    assert board["test_accuracy"].iloc[3:].isna().all()  # the pick is made on validation
+    metrics = json.loads((sweep.best_dir / "metrics.json").read_text())
+    assert [f["trial_id"] for f in metrics["finalists"]] == list(board["trial_id"].head(3))
+    assert metrics["test"]["accuracy"] == pytest.approx(board.iloc[0]["test_accuracy"])
+    assert metrics["finalists"][0]["test"] == finalists[board.iloc[0]["trial_id"]]["test"]
+
+
+def _checkpoint_probabilities(row, images):
+    state = load_state(Path(row["checkpoint"]))
+    reference = build_model("resnet18", 10, head_hidden=int(row["head_hidden"]), image_size=16)
+    reference.load_state_dict(state["model"])
+    reference.eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return reference((images.float() / 255 - mean) / std).softmax(1)
+
+
+def test_export_of_a_non_best_trial_round_trips(sweep, tmp_path):
+    from search import export_trial
+
+    row = sweep.leaderboard.iloc[1]  # not the best
+    first = export_trial(sweep.sweep_dir, tmp_path / "first", trial_id=row["trial_id"])
+    again = export_trial(sweep.sweep_dir, tmp_path / "again", trial_id=row["trial_id"])
+    assert (first / "model.safetensors").read_bytes() == (again / "model.safetensors").read_bytes()
+    description = json.loads((first / "model.json").read_text())
+    assert description["trial_id"] == row["trial_id"]
+    model = load_model(first)
+    _, sets = decode_split(read_split(sweep.sweep_dir / "split.csv"), None, 16)
+    images = sets["test"].images[:50]
+    expected = _checkpoint_probabilities(row, images)
+    assert torch.allclose(model.predict_proba(images, batch_size=16), expected, atol=1e-5)
+    with pytest.raises(UserError, match="no trial 'nope'"):
+        export_trial(sweep.sweep_dir, tmp_path / "x", trial_id="nope")
+
+
+def test_evaluate_agrees_with_scikit_learn(sweep, tmp_path):
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    from search.evaluate import evaluate_model
+
+    result = evaluate_model(sweep.best_dir, sweep.sweep_dir, out_dir=tmp_path / "eval")
+    # Independently: the test split's images through the model, scored by scikit-learn.
+    split = read_split(sweep.sweep_dir / "split.csv")
+    test = split[split["split"] == "test"]
+    _, sets = decode_split(test, None, 16)
+    model = load_model(sweep.best_dir)
+    truth = [str(i) for i in sets["test"].labels.tolist()]  # digits' classes are "0".."9"
+    predicted = model.predict(sets["test"].images)
+    assert result.metrics["images"] == len(test)
+    assert result.metrics["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            truth, predicted, average=average, zero_division=0
+        )
+        assert result.metrics[average] == pytest.approx({"precision": p, "recall": r, "f1": f})
+    labels = sorted(set(truth) | set(predicted))
+    p, r, f, s = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+    assert result.per_class["class"].tolist() == labels
+    assert result.per_class["precision"].tolist() == pytest.approx(list(p))
+    assert result.per_class["recall"].tolist() == pytest.approx(list(r))
+    assert result.per_class["support"].tolist() == list(s)
+    saved = pd.read_csv(tmp_path / "eval" / "confusion_matrix.csv", index_col=0)
+    assert saved.to_numpy().tolist() == confusion_matrix(truth, predicted, labels=labels).tolist()
+    assert saved.columns.tolist() == labels
+    assert len(pd.read_csv(tmp_path / "eval" / "predictions.csv")) == len(test)
+    assert _png_size(tmp_path / "eval" / "confusion_matrix.png")[0] > 500
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_plots_and_report_are_written(sweep):
+    from search.plots import PLOTS
+
+    for name in PLOTS:
+        assert _png_size(sweep.sweep_dir / "plots" / f"{name}.png") == (1080, 660), name
+    report = (sweep.sweep_dir / "report.md").read_text()
+    for name in PLOTS:
+        assert f"(plots/{name}.png)" in report
+    assert "## Finalists on the test split" in report
+    assert sweep.leaderboard.iloc[0]["trial_id"] in report
+    assert "Epochs trained:" in report
+
+
+def test_image_folder_evaluate_and_predict(sweep, tmp_path, capsys):
+    from PIL import Image
+
+    from search.cli import main
+
+    # Three digits of each class as PNG files in class folders, and one broken file.
+    split = read_split(sweep.sweep_dir / "split.csv")
+    test = split[split["split"] == "test"]
+    _, sets = decode_split(test, None, 16)
+    folder = tmp_path / "digits"
+    written = {}
+    for index, (image, label) in enumerate(
+        zip(sets["test"].images, sets["test"].labels, strict=True)
+    ):
+        name = str(int(label))
+        if written.get(name, 0) < 3:
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / name / f"{index}.png")
+            written[name] = written.get(name, 0) + 1
+    assert main(["evaluate", str(sweep.best_dir), str(folder), "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    assert "30 images" in out and "accuracy" in out and "confusion matrix" in out
+
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", str(sweep.best_dir), str(folder), "--out", str(preds)]) == 0
+    frame = pd.read_csv(preds)
+    assert len(frame) == 30 and frame["error"].isna().all()
+    assert {"label", "probability", "label_2", "probability_3"} <= set(frame.columns)
+    assert (frame["probability"] >= frame["probability_2"]).all()
+    model = load_model(sweep.best_dir)
+    assert frame["label"].astype(str).tolist() == model.predict(frame["path"].tolist())
+
+    (folder / "3" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main(["predict", str(sweep.best_dir), str(folder), "--out", str(preds)]) == 2
+    assert "1 of 31 files could not be read" in capsys.readouterr().err
+    frame = pd.read_csv(preds)
+    assert len(frame) == 31  # every file has its row; the others were predicted
+    broken = frame[frame["path"].str.endswith("broken.png")].iloc[0]
+    assert pd.isna(broken["label"]) and "cannot read" in broken["error"]
+
+
+def test_leaderboard_filters(sweep, capsys):
+    from search.cli import main
+
+    assert main(["leaderboard", str(sweep.sweep_dir), "--format", "json", "--pareto"]) == 0
+    front = pd.DataFrame(json.loads(capsys.readouterr().out))
+    board = sweep.leaderboard
+    assert 1 <= len(front) <= len(board)
+    for row in front.itertuples():  # no trial is both faster and better
+        better = board[
+            (board["latency_ms"] <= row.latency_ms)
+            & (board["best_val_accuracy"] > row.best_val_accuracy)
+        ]
+        assert better.empty
+    assert (
+        main(["leaderboard", str(sweep.sweep_dir), "--status", "stopped_early", "--format", "csv"])
+        == 0
+    )
+    shown = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(shown) >= 1 and (shown["status"] == "stopped_early").all()
+    assert main(["leaderboard", str(sweep.sweep_dir), "--status", "finished"]) == 2
+    assert main(["leaderboard", str(sweep.sweep_dir), "--sort", "latency_ms", "--top", "2"]) == 0

@@ -35,7 +35,7 @@ from trainables.faults import (
     release_memory,
 )
 from trainables.hparams import HParams
-from trainables.loop import evaluate, train_epoch
+from trainables.loop import evaluate, measure_speed, train_epoch
 from trainables.models import build_model
 from trainables.optim import build_optimizer, build_scheduler
 
@@ -169,6 +169,12 @@ def train(
         _set_rng_state(state["rng"])
 
     num_params = sum(p.numel() for p in model.parameters())
+    # Measured in every (re)start of the trial, on the device it trains on, so
+    # the leaderboard can trade accuracy against inference cost.
+    latency_ms, throughput = measure_speed(
+        model, setup.image_size, device, batch_size=setup.batch_size, amp_dtype=amp_dtype
+    )
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     val = sets["val"]
     while epoch < setup.max_epochs:
         tic = time.perf_counter()
@@ -204,6 +210,9 @@ def train(
             hp.TRAIN_SECONDS: train_seconds,
             hp.STARTED_AT: started_at,
             hp.PARAMS: num_params,
+            hp.LATENCY_MS: latency_ms,
+            hp.THROUGHPUT: throughput,
+            hp.DEVICE: device_name,
             hp.REPORTED_AT: time.time(),
         }
         with tempfile.TemporaryDirectory() as directory:

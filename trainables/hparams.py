@@ -21,6 +21,9 @@ EPOCH_SECONDS = "epoch_seconds"
 STARTED_AT = "started_at"
 REPORTED_AT = "reported_at"  # wall clock of the report: the order ASHA saw results in
 PARAMS = "params"
+LATENCY_MS = "latency_ms"  # inference, milliseconds per image at batch 1
+THROUGHPUT = "throughput"  # inference, images per second at the trial's batch size
+DEVICE = "device"  # what the trial trained (and was timed) on
 
 #: Metrics a sweep may optimise, with their natural direction.
 METRICS: dict[str, str] = {VAL_ACCURACY: "max", VAL_LOSS: "min", VAL_F1_MACRO: "max"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 
@@ -93,3 +95,49 @@ def evaluate(
         "accuracy": float((predicted == labels).float().mean()),
         "f1_macro": float(f1_score(labels.numpy(), predicted.numpy(), average="macro")),
     }
+
+
+@torch.no_grad()
+def measure_speed(
+    model: nn.Module,
+    image_size: int,
+    device: torch.device,
+    *,
+    batch_size: int,
+    amp_dtype: torch.dtype | None = None,
+    min_seconds: float = 0.25,
+) -> tuple[float, float]:
+    """Inference speed on ``device``: (ms per image at batch 1, images/s at ``batch_size``).
+
+    Times forward passes of a zero batch in eval mode (no RNG is drawn and no
+    state changes, so training is unaffected), after a warm-up pass, and takes
+    the median of at least three timed passes or of ``min_seconds`` of them.
+    """
+    was_training = model.training
+    model.eval()
+
+    def median_seconds(size: int) -> float:
+        batch = torch.zeros(size, 3, image_size, image_size, device=device)
+        if device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        times: list[float] = []
+        for rep in range(1 + 50):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            tic = time.perf_counter()
+            with autocast(device, amp_dtype):
+                model(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if rep:  # the first pass warms up (cuDNN's algorithm search, caches)
+                times.append(time.perf_counter() - tic)
+            if len(times) >= 3 and sum(times) >= min_seconds:
+                break
+        return statistics.median(times)
+
+    try:
+        latency_ms = 1000.0 * median_seconds(1)
+        throughput = batch_size / median_seconds(batch_size)
+    finally:
+        model.train(was_training)
+    return latency_ms, throughput

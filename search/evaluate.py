@@ -1,0 +1,339 @@
+"""Using trained models: the finalists' test scores, `evaluate` and `predict`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
+
+from search.export import (
+    FineTunedModel,
+    checkpoint_network,
+    default_device,
+    load_model,
+    test_set,
+)
+from search.leaderboard import FINALISTS_FILE, SPACE_FILE, read_finalists
+from search.space import Space, load_space
+from search.tuner import SPLIT_FILE
+from trainables.data import classes_of, decode_split, read_split
+from trainables.errors import UserError
+from trainables.loop import evaluate
+from trainables.scan import IMAGE_EXTENSIONS, scan_class_folders
+
+log = logging.getLogger(__name__)
+
+SHOWN_CLASSES = 30  # a confusion matrix wider than this is only saved, not printed
+
+
+# --- the finalists: the sweep's top trials on its test split -------------------------
+
+
+def test_finalists(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[dict[str, Any]]:
+    """Evaluates the top ``search.finalists`` trials on the test split.
+
+    The pick stays the one made on validation; the test scores say how far to
+    trust it. Results go to finalists.json (read by the leaderboard); a trial
+    whose best checkpoint was already tested (an earlier end of this sweep) is
+    not tested again.
+
+    Returns:
+        One entry per finalist: rank, trial id, epoch, validation and test metrics.
+    """
+    split = read_split(sweep_dir / SPLIT_FILE)
+    key = f"best_{space.trial.metric}"
+    if not space.search.finalists or not (split["split"] == "test").any() or key not in frame:
+        return []
+    top = frame[frame[key].notna() & frame["checkpoint"].notna()].head(space.search.finalists)
+    if top.empty:
+        return []
+    known = read_finalists(sweep_dir)
+    test: tuple[torch.Tensor, torch.Tensor] | None = None
+    tested: dict[str, dict[str, Any]] = {}
+    for row in top.to_dict("records"):
+        trial_id, checkpoint = str(row["trial_id"]), str(row["checkpoint"])
+        if known.get(trial_id, {}).get("checkpoint") == checkpoint:
+            tested[trial_id] = known[trial_id]
+            continue
+        if test is None:  # decoded once, for the first finalist not tested before
+            test = test_set(split, space)
+        network, _, meta = checkpoint_network(space, Path(checkpoint), len(classes_of(split)))
+        device = default_device()
+        scores = evaluate(network.to(device), *test, device)
+        tested[trial_id] = {"checkpoint": checkpoint, "epoch": meta["epoch"], "test": scores}
+        log.info(
+            "finalist %s: test accuracy %.4f (val %.4f)",
+            trial_id,
+            scores["accuracy"],
+            meta.get("val_accuracy", float("nan")),
+        )
+    staging = sweep_dir / f".{FINALISTS_FILE}.partial"
+    staging.write_text(json.dumps(tested, indent=2) + "\n")
+    os.replace(staging, sweep_dir / FINALISTS_FILE)
+    return [
+        {
+            "rank": int(row["rank"]),
+            "trial_id": str(row["trial_id"]),
+            "epoch": tested[str(row["trial_id"])]["epoch"],
+            "val": {
+                m.removeprefix("best_val_"): row[m]
+                for m in row
+                if m.startswith("best_val_") and pd.notna(row[m])
+            },
+            "test": tested[str(row["trial_id"])]["test"],
+        }
+        for row in top.to_dict("records")
+    ]
+
+
+# --- ftsweep evaluate MODEL_DIR DATA ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate` found: figures, per-class table, confusion matrix, predictions."""
+
+    metrics: dict[str, Any]
+    per_class: pd.DataFrame  # class, precision, recall, f1, support
+    confusion: pd.DataFrame  # rows: true class, columns: predicted class
+    predictions: pd.DataFrame  # path, label, predicted, probability
+    out_dir: Path
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    data: str | Path,
+    *,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> Evaluation:
+    """Scores an exported model on labelled images, with scikit-learn's metrics.
+
+    Args:
+        model_dir: an exported model folder.
+        data: an ImageFolder (a folder of class folders, or a root with
+            train/ val/ test/, of which ``split`` is used) or a sweep's
+            results folder (its split.csv's ``split`` rows).
+        out_dir: where metrics.json, per_class.csv, confusion_matrix.csv and
+            .png, and predictions.csv go; default MODEL_DIR/evaluation.
+    """
+    model = load_model(model_dir, device or default_device())
+    paths, labels, images, where = _labelled_images(Path(data), split, model.image_size)
+    unknown = sorted(set(labels) - set(model.classes))
+    if unknown:
+        raise UserError(
+            f"classes the model does not know: {unknown} (the model knows {model.classes}); "
+            "evaluate on data with the classes it was trained on",
+            where,
+        )
+    probabilities = model.predict_proba(images, batch_size=batch_size)
+    y_true = np.array([model.classes.index(label) for label in labels])
+    y_pred = probabilities.argmax(dim=1).numpy()
+    present = sorted(set(y_true) | set(y_pred))  # scikit-learn's default label set
+    names = [model.classes[i] for i in present]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=present, zero_division=0
+    )
+    per_class = pd.DataFrame(
+        {"class": names, "precision": precision, "recall": recall, "f1": f1, "support": support}
+    )
+    metrics: dict[str, Any] = {
+        "data": where,
+        "images": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "loss": float(
+            torch.nn.functional.nll_loss(
+                probabilities.clamp_min(1e-12).log(), torch.from_numpy(y_true)
+            )
+        ),
+    }
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=present, average=average, zero_division=0
+        )
+        metrics[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    metrics["per_class"] = per_class.set_index("class").to_dict("index")
+    matrix = confusion_matrix(y_true, y_pred, labels=present)
+    confusion = pd.DataFrame(matrix, index=names, columns=names)
+    confusion.index.name = "true \\ predicted"
+    predictions = pd.DataFrame(
+        {
+            "path": paths,
+            "label": labels,
+            "predicted": [model.classes[i] for i in y_pred],
+            "probability": probabilities.max(dim=1).values.numpy().round(6),
+        }
+    )
+    out = Path(out_dir) if out_dir is not None else Path(model_dir) / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    per_class.to_csv(out / "per_class.csv", index=False)
+    confusion.to_csv(out / "confusion_matrix.csv")
+    predictions.to_csv(out / "predictions.csv", index=False)
+    from search.plots import plot_confusion
+
+    plot_confusion(
+        confusion, out / "confusion_matrix.png", title=f"{Path(model_dir).name} on {where}"
+    )
+    return Evaluation(metrics, per_class, confusion, predictions, out)
+
+
+def describe_evaluation(result: Evaluation) -> list[str]:
+    """The figures as text for the terminal."""
+    m = result.metrics
+    lines = [f"{m['images']} images from {m['data']}", f"accuracy  {m['accuracy']:.4f}"]
+    for average in ("macro", "weighted"):
+        a = m[average]
+        lines.append(
+            f"{average:<9} precision {a['precision']:.4f}  recall {a['recall']:.4f}  "
+            f"f1 {a['f1']:.4f}"
+        )
+    lines += ["", result.per_class.round(4).to_string(index=False), ""]
+    if len(result.confusion) <= SHOWN_CLASSES:
+        lines += ["confusion matrix (rows: true class, columns: predicted)"]
+        lines += [result.confusion.rename_axis(None).to_string(), ""]
+    lines.append(f"saved to {result.out_dir}/ (metrics.json, per_class.csv, confusion_matrix.*)")
+    return lines
+
+
+def _labelled_images(
+    data: Path, split: str, image_size: int
+) -> tuple[list[str], list[str], torch.Tensor, str]:
+    """(paths, labels, uint8 images, where) from an ImageFolder or a sweep's split."""
+    if (data / SPACE_FILE).is_file() and (data / SPLIT_FILE).is_file():
+        space = load_space(data / SPACE_FILE)
+        frame = read_split(data / SPLIT_FILE)
+        rows = frame[frame["split"] == split]
+        if rows.empty:
+            raise UserError(
+                f"this sweep has no {split} split (its data.{split}_fraction was 0 and there "
+                f"was no {split}/ folder); pass --split val, or an ImageFolder",
+                str(data / SPLIT_FILE),
+            )
+        _, sets = decode_split(rows, space.data.path, image_size)
+        names = classes_of(rows)
+        labels = [names[i] for i in sets[split].labels.tolist()]
+        return rows["path"].tolist(), labels, sets[split].images, f"{data} ({split} split)"
+    if not data.is_dir():
+        raise UserError(
+            "DATA must be an ImageFolder (one folder per class) or a sweep's results folder",
+            str(data),
+        )
+    folder = data / split if (data / "train").is_dir() else data
+    if not folder.is_dir():
+        raise UserError(
+            f"{data} has train/ but no {split}/ folder; pass --split with one it has",
+            str(folder),
+        )
+    scan = scan_class_folders(folder, folder)
+    skipped = [p for p in scan.problems if p.kind != "hidden"]
+    if skipped:
+        log.warning(
+            "left out %d files that are not readable images, e.g. %s",
+            len(skipped),
+            ", ".join(p.path for p in skipped[:3]),
+        )
+    if scan.items.empty:
+        raise UserError("no readable images in the class folders", str(folder))
+    paths = [str(folder / p) for p in scan.items["path"]]
+    images = torch.stack(_load_all(paths, image_size))
+    return paths, scan.items["label"].tolist(), images, str(folder)
+
+
+def _load_all(paths: Sequence[str], image_size: int) -> list[torch.Tensor]:
+    from trainables.data import load_image
+
+    with ThreadPoolExecutor(min(16, (os.cpu_count() or 1) + 2)) as pool:
+        return list(pool.map(lambda p: load_image(Path(p), image_size), paths))
+
+
+# --- ftsweep predict MODEL_DIR IMAGE_OR_DIR... ------------------------------------------
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named, or found (recursively, hidden ones skipped) in named folders."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in p.relative_to(item).parts)
+            )
+            if not found:
+                raise UserError(
+                    f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder", str(item)
+                )
+            files += found
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise UserError("no such file or folder; give image files or folders", str(item))
+    return files
+
+
+def predict_files(
+    model: FineTunedModel, files: Sequence[Path], *, top_k: int = 3, batch_size: int = 64
+) -> pd.DataFrame:
+    """One row per file: path, the top-k labels with probabilities, and an error if unreadable.
+
+    Files are decoded in threads a batch at a time; a file that cannot be
+    read gets its error in the row, and the others are still predicted.
+    """
+    k = max(1, min(top_k, len(model.classes)))
+    rows: list[dict[str, Any]] = []
+
+    def decode(path: Path) -> torch.Tensor | str:
+        try:
+            return model.prepare(path)
+        except UserError as exc:
+            return exc.args[0] if exc.args else str(exc)
+
+    with ThreadPoolExecutor(min(16, (os.cpu_count() or 1) + 2)) as pool:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            decoded = list(pool.map(decode, chunk))
+            good = [d for d in decoded if isinstance(d, torch.Tensor)]
+            probabilities = (
+                model.predict_proba(torch.stack(good), batch_size=batch_size) if good else None
+            )
+            position = 0
+            for path, item in zip(chunk, decoded, strict=True):
+                row: dict[str, Any] = {"path": str(path)}
+                if isinstance(item, torch.Tensor):
+                    assert probabilities is not None
+                    values, indices = probabilities[position].topk(k)
+                    position += 1
+                    for rank, (p, i) in enumerate(
+                        zip(values.tolist(), indices.tolist(), strict=True), 1
+                    ):
+                        suffix = "" if rank == 1 else f"_{rank}"
+                        row[f"label{suffix}"] = model.classes[i]
+                        row[f"probability{suffix}"] = round(p, 6)
+                    row["error"] = None
+                else:
+                    row["error"] = item
+                rows.append(row)
+    columns = ["path"]
+    for rank in range(1, k + 1):
+        suffix = "" if rank == 1 else f"_{rank}"
+        columns += [f"label{suffix}", f"probability{suffix}"]
+    return pd.DataFrame(rows).reindex(columns=[*columns, "error"])

@@ -1,0 +1,443 @@
+"""The sweep's plots (RESULTS/NAME/plots/*.png) and evaluate's confusion matrix.
+
+Each plot is drawn from the results folder alone (the leaderboard and the
+trials' result.json files), so `ftsweep plot` redraws them at any time, also
+while the sweep runs. A plot without enough data to show says so in its frame
+rather than being left out.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window (import before pyplot)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from search.leaderboard import pareto_mask, read_trials  # noqa: E402
+from search.params import Param, walk  # noqa: E402
+from search.space import Space  # noqa: E402
+from trainables import hparams as hp  # noqa: E402
+
+PLOTS_DIR = "plots"
+UNUSED = -0.12  # where parallel coordinates put a parameter a trial's options did not use
+SIZE = (9.0, 5.5)  # inches; at DPI, 1080 x 660 pixels
+DPI = 120
+PLOTS = (
+    "optimization_history",
+    "parallel_coordinates",
+    "param_importance",
+    "learning_curves",
+    "accuracy_latency",
+)
+# status -> colour, line style, marker at a curve's last epoch
+STATUS_STYLE: dict[str, tuple[str, Any, str]] = {
+    "completed": ("#1b7837", "-", "o"),
+    "stopped_early": ("#e08214", "--", "x"),
+    "errored": ("#c51b1b", ":", "v"),
+    "running": ("#2166ac", "-", ">"),
+    "pending": ("#888888", ":", "."),
+}
+STATUS_LABEL = {
+    "completed": "completed",
+    "stopped_early": "stopped early (ASHA)",
+    "errored": "errored",
+    "running": "running",
+    "pending": "pending",
+}
+
+
+def plot_sweep(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[Path]:
+    """Writes every plot of the sweep to RESULTS/NAME/plots/; returns their paths."""
+    out = sweep_dir / PLOTS_DIR
+    out.mkdir(exist_ok=True)
+    curves = {r.trial_id: r.results for r in read_trials(sweep_dir)}
+    drawers = {
+        "optimization_history": lambda: _history(frame, space),
+        "parallel_coordinates": lambda: _parallel(frame, space),
+        "param_importance": lambda: _importance(frame, space),
+        "learning_curves": lambda: _curves(frame, space, curves),
+        "accuracy_latency": lambda: _latency(frame, space),
+    }
+    paths = []
+    for name in PLOTS:
+        figure = drawers[name]()
+        path = out / f"{name}.png"
+        _save(figure, path)
+        paths.append(path)
+    return paths
+
+
+def plot_confusion(confusion: pd.DataFrame, path: Path, *, title: str) -> None:
+    """A confusion matrix as a heat map, counts written in the cells (up to 30 classes)."""
+    n = len(confusion)
+    side = min(14.0, max(5.0, 0.45 * n + 3))
+    figure, axes = plt.subplots(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
+    matrix = confusion.to_numpy()
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes, label="images", shrink=0.8)
+    axes.set_xticks(range(n), [str(c) for c in confusion.columns], rotation=90 if n > 10 else 0)
+    axes.set_yticks(range(n), [str(c) for c in confusion.index])
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    axes.set_title(f"Confusion matrix: {title}\naccuracy {accuracy:.3f}, {matrix.sum()} images")
+    if n <= 30:
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for (i, j), count in np.ndenumerate(matrix):
+            if count:
+                colour = "white" if count > threshold else "black"
+                axes.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=8)
+    _save(figure, path)
+
+
+# --- the five sweep plots ----------------------------------------------------------------
+
+
+def _history(frame: pd.DataFrame, space: Space) -> Figure:
+    metric, mode = space.trial.metric, space.trial.mode
+    figure, axes = _figure(f"Optimization history: {metric}, best so far ({space.name})")
+    key = f"best_{metric}"
+    done = _with(frame, key, "ended_at", "started_at")
+    if done.empty:
+        return _empty(figure, axes, "no trial has reported an epoch yet")
+    t0 = frame["started_at"].min()
+    elapsed, unit = _time_axis(done["ended_at"] - t0)
+    for status, group in done.assign(_t=elapsed).groupby("status"):
+        colour, _, marker = STATUS_STYLE.get(str(status), STATUS_STYLE["pending"])
+        axes.scatter(
+            group["_t"], group[key], color=colour, marker=marker, s=36, zorder=3,
+            label=STATUS_LABEL.get(str(status), str(status)),
+        )  # fmt: skip
+    order = np.argsort(elapsed.to_numpy())
+    times = elapsed.to_numpy()[order]
+    values = done[key].to_numpy()[order]
+    best = np.maximum.accumulate(values) if mode == "max" else np.minimum.accumulate(values)
+    axes.step(times, best, where="post", color="black", linewidth=2, label="best so far")
+    axes.set_xlabel(f"time since the sweep started ({unit}); a trial is placed at its last epoch")
+    axes.set_ylabel(f"{metric} (best epoch of each trial)")
+    axes.legend(loc="best", fontsize=8, title="each trial's best epoch", title_fontsize=8)
+    return figure
+
+
+def _parallel(frame: pd.DataFrame, space: Space) -> Figure:
+    metric = space.trial.metric
+    key = f"best_{metric}"
+    figure, axes = _figure(f"Parallel coordinates: parameters against {metric} ({space.name})")
+    params = _searched(space, frame)
+    done = _with(frame, key)
+    if done.empty or not params:
+        reason = "no searched parameters" if not params else "no trial has reported an epoch yet"
+        return _empty(figure, axes, reason)
+    columns = [p.column for p in params] + [key]
+    scaled = np.full((len(done), len(columns)), np.nan)
+    label = {"fontsize": 7, "va": "center", "ha": "left", "color": "#222"}
+    label["bbox"] = {"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5}
+    for j, param in enumerate(params):
+        scaled[:, j], ticks = _scale(done[param.column], param)
+        if np.isnan(scaled[:, j]).any():  # a conditional parameter its option did not use
+            scaled[np.isnan(scaled[:, j]), j] = UNUSED
+            ticks.append((UNUSED, "(not used)"))
+        for position, text in ticks:
+            axes.text(j + 0.03, position, _wrap(text), **label)
+    values = done[key].astype(float)
+    low, high = float(values.min()), float(values.max())
+    scaled[:, -1] = (values - low) / (high - low) if high > low else 0.5
+    for position, value in ((0.0, low), (1.0, high)):
+        axes.text(len(columns) - 1 + 0.03, position, f"{value:.4g}", **label)
+    colours = plt.get_cmap("viridis" if space.trial.mode == "max" else "viridis_r")
+    spread = (high - low) or max(abs(high) * 1e-3, 1e-6)  # all equal: one colour, a sane bar
+    norm = matplotlib.colors.Normalize(low if high > low else low - spread, low + spread)
+    for i in np.argsort(values.to_numpy() * (1 if space.trial.mode == "max" else -1)):
+        axes.plot(range(len(columns)), scaled[i], color=colours(norm(values.iloc[i])), alpha=0.8)
+    for j in range(len(columns)):
+        axes.axvline(j, color="#999", linewidth=0.8)
+    axes.set_xticks(range(len(columns)), columns, rotation=20, ha="right")
+    axes.set_yticks([])
+    axes.set_xlim(-0.2, len(columns) - 0.4)
+    axes.set_ylim(UNUSED - 0.06, 1.06)
+    axes.set_ylabel("each axis scaled to its range (log where the space is log)")
+    bar = figure.colorbar(
+        matplotlib.cm.ScalarMappable(norm=norm, cmap=colours), ax=axes, label=f"best {metric}"
+    )
+    bar.formatter.set_useOffset(False)
+    bar.update_ticks()
+    return figure
+
+
+def _importance(frame: pd.DataFrame, space: Space) -> Figure:
+    metric = space.trial.metric
+    figure, axes = _figure(f"Parameter importance for {metric} (Optuna fANOVA, {space.name})")
+    try:
+        importances, used = parameter_importance(frame, space)
+    except ValueError as exc:
+        return _empty(figure, axes, str(exc))
+    names = list(importances)[::-1]
+    axes.barh(names, [importances[n] for n in names], color="#4c72b0")
+    for y, name in enumerate(names):
+        axes.text(importances[name], y, f" {importances[name]:.2f}", va="center", fontsize=8)
+    axes.set_xlabel(f"share of the variance of best {metric} explained (sums to 1)")
+    axes.set_xlim(0, max(importances.values()) * 1.15 or 1)
+    axes.set_title(
+        f"{axes.get_title()}\n{used} trials with a result; early-stopped ones at their best epoch",
+        fontsize=10,
+    )
+    return figure
+
+
+def _curves(frame: pd.DataFrame, space: Space, curves: dict[str, list[dict[str, Any]]]) -> Figure:
+    metric = space.trial.metric
+    figure, axes = _figure(f"Learning curves: {metric} per epoch, every trial ({space.name})")
+    statuses = dict(zip(frame["trial_id"].astype(str), frame["status"], strict=True))
+    drawn = 0
+    counts: dict[str, int] = {}
+    for trial_id, results in curves.items():
+        status = str(statuses.get(trial_id, "running"))
+        counts[status] = counts.get(status, 0) + 1
+        points = [(r[hp.EPOCH], r[metric]) for r in results if metric in r and hp.EPOCH in r]
+        if not points:
+            continue
+        epochs, values = zip(*points, strict=True)
+        colour, style, marker = STATUS_STYLE.get(status, STATUS_STYLE["pending"])
+        axes.plot(epochs, values, color=colour, linestyle=style, alpha=0.75, linewidth=1.3)
+        axes.plot(epochs[-1], values[-1], color=colour, marker=marker, markersize=7)
+        drawn += 1
+    if not drawn:
+        return _empty(figure, axes, "no trial has reported an epoch yet")
+    if space.search.scheduler.type == "asha":
+        rung = float(space.search.scheduler.grace_period)
+        while rung < space.trial.max_epochs:
+            axes.axvline(rung, color="#bbb", linestyle=":", linewidth=1)
+            rung *= space.search.scheduler.reduction_factor
+    best = frame.iloc[0]
+    if str(best["trial_id"]) in curves and pd.notna(best.get(f"best_{metric}")):
+        points = [(r[hp.EPOCH], r[metric]) for r in curves[str(best["trial_id"])] if metric in r]
+        if points:
+            epochs, values = zip(*points, strict=True)
+            axes.plot(epochs, values, color="black", linewidth=2.5, zorder=4)
+    handles = [
+        Line2D([], [], color=STATUS_STYLE[s][0], linestyle=STATUS_STYLE[s][1],
+               marker=STATUS_STYLE[s][2], label=f"{STATUS_LABEL[s]} ({counts[s]})")
+        for s in STATUS_STYLE
+        if counts.get(s)
+    ]  # fmt: skip
+    handles.append(Line2D([], [], color="black", linewidth=2.5, label="best trial"))
+    if space.search.scheduler.type == "asha":
+        handles.append(Line2D([], [], color="#bbb", linestyle=":", label="ASHA rung"))
+    axes.legend(handles=handles, fontsize=8, loc="best")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    return figure
+
+
+def _latency(frame: pd.DataFrame, space: Space) -> Figure:
+    metric, mode = space.trial.metric, space.trial.mode
+    key = f"best_{metric}"
+    figure, axes = _figure(f"{metric} against inference latency; Pareto front ({space.name})")
+    done = _with(frame, key, "latency_ms")
+    if done.empty:
+        return _empty(figure, axes, "no trial has reported its latency yet")
+    backbones = sorted(done["backbone"].astype(str).unique()) if "backbone" in done else ["?"]
+    palette = plt.get_cmap("tab10")
+    for i, backbone in enumerate(backbones):
+        group = done[done["backbone"].astype(str) == backbone] if "backbone" in done else done
+        axes.scatter(
+            group["latency_ms"], group[key], color=palette(i % 10), s=40, alpha=0.8,
+            label=backbone, zorder=3,
+        )  # fmt: skip
+    front = done[pareto_mask(done, metric, mode)].sort_values("latency_ms")
+    axes.step(
+        front["latency_ms"], front[key], where="post", color="black", linewidth=1.5,
+        label="Pareto front", zorder=2,
+    )  # fmt: skip
+    for row in front.itertuples():  # by rank: short labels that rarely collide
+        axes.annotate(
+            f"#{row.rank}", (row.latency_ms, getattr(row, key)), fontsize=8,
+            xytext=(-5, 4), textcoords="offset points", ha="right",
+        )  # fmt: skip
+    spread = done["latency_ms"].max() / max(done["latency_ms"].min(), 1e-9)
+    if spread > 10:
+        axes.set_xscale("log")
+    device = (
+        done["device"].dropna().iloc[0]
+        if "device" in done and done["device"].notna().any()
+        else "?"
+    )
+    axes.set_xlabel(
+        f"inference latency, batch 1 (ms per image, on {device}; timed inside each trial, "
+        "beside the trials sharing its device)"
+    )
+    axes.set_title(f"{axes.get_title()}\nfront labelled by leaderboard rank", fontsize=10)
+    axes.set_ylabel(f"best {metric}")
+    axes.legend(fontsize=8, loc="best")
+    return figure
+
+
+# --- parameter importance, from a study rebuilt from the results -------------------------
+
+
+def parameter_importance(frame: pd.DataFrame, space: Space) -> tuple[dict[str, float], int]:
+    """Optuna's fANOVA importances on a study rebuilt from the leaderboard.
+
+    Each trial with a result enters as a finished trial valued at its best
+    epoch. Only parameters that every such trial has are assessed (Optuna's
+    rule), so a conditional one counts where its option was always chosen.
+
+    Raises:
+        ValueError: too few trials or no varied parameter (the message says which).
+    """
+    import optuna
+
+    key = f"best_{space.trial.metric}"
+    done = _with(frame, key)
+    params = _searched(space, frame)
+    if len(done) < 2 or not params:
+        raise ValueError(
+            "needs at least 2 trials with a result and a searched parameter"
+            f" (this sweep has {len(done)} trials with a result)"
+        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if space.trial.mode == "max" else "minimize")
+    distributions = {p.column: _distribution(p) for p in params}
+    for row in done.to_dict("records"):
+        values = {}
+        for column, distribution in distributions.items():
+            value = _option(row.get(column), distribution)
+            if value is not None:
+                values[column] = value
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=values,
+                distributions={c: distributions[c] for c in values},
+                value=float(row[key]),
+            )
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
+    if not importances:
+        raise ValueError("no parameter was set in every trial with a result")
+    return dict(importances), len(done)
+
+
+def _distribution(param: Param) -> Any:
+    import optuna.distributions as d
+
+    if param.kind == "choice":
+        return d.CategoricalDistribution(list(param.values))
+    if param.kind == "int":
+        return d.IntDistribution(
+            int(param.low), int(param.high), step=int(param.step or 1), log=param.log
+        )
+    log = param.log or param.kind == "loguniform"
+    return d.FloatDistribution(param.low, param.high, step=None if log else param.step, log=log)
+
+
+def _option(value: Any, distribution: Any) -> Any:
+    """A leaderboard value as the distribution's own value; None where absent or outside."""
+    import optuna.distributions as d
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(distribution, d.CategoricalDistribution):
+        return next((c for c in distribution.choices if c == value or str(c) == str(value)), None)
+    number = int(value) if isinstance(distribution, d.IntDistribution) else float(value)
+    return number if distribution.low <= number <= distribution.high else None
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _searched(space: Space, frame: pd.DataFrame) -> list[Param]:
+    """The parameters that were searched (not constants), once per leaderboard column."""
+    seen: dict[str, Param] = {}
+    for param in walk(space.params):
+        if param.kind != "const" and param.column in frame and param.column not in seen:
+            seen[param.column] = param
+    return list(seen.values())
+
+
+def _scale(values: pd.Series, param: Param) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """Values mapped to [0, 1] for one parallel-coordinates axis, and its tick labels."""
+    if param.kind == "choice":
+        options = [str(v) for v in param.values]
+        spots = np.linspace(0, 1, len(options)) if len(options) > 1 else np.array([0.5])
+        index = {o: spots[i] for i, o in enumerate(options)}
+        mapped = np.array([index.get(_text(v), np.nan) for v in values])
+        return mapped, [(float(spots[i]), o) for i, o in enumerate(options)]
+    log = param.log or param.kind == "loguniform"
+    low, high = float(param.low), float(param.high)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    if log:
+        numbers, lo, hi = np.log10(numbers), math.log10(low), math.log10(high)
+    else:
+        lo, hi = low, high
+    mapped = (numbers - lo) / (hi - lo) if hi > lo else np.full(len(numbers), 0.5)
+    return mapped, [(0.0, f"{low:.3g}"), (1.0, f"{high:.3g}")]
+
+
+def _wrap(text: str, width: int = 10) -> str:
+    """A long option name over lines, broken after underscores (mobilenet_ / v3_small)."""
+    lines, line = [], ""
+    for part in text.replace("_", "_\0").split("\0"):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "\n".join([*lines, line])
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _with(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """The rows where every one of ``columns`` has a value."""
+    if any(c not in frame for c in columns):
+        return frame.iloc[0:0]
+    return frame[frame[list(columns)].notna().all(axis=1)]
+
+
+def _time_axis(seconds: pd.Series) -> tuple[pd.Series, str]:
+    span = float(seconds.max()) if len(seconds) else 0.0
+    if span > 3 * 3600:
+        return seconds / 3600, "h"
+    if span > 180:
+        return seconds / 60, "min"
+    return seconds, "s"
+
+
+def _figure(title: str) -> tuple[Figure, Any]:
+    figure, axes = plt.subplots(figsize=SIZE, dpi=DPI, layout="constrained")
+    axes.set_title(title, fontsize=11)
+    axes.grid(True, alpha=0.3)
+    return figure, axes
+
+
+def _empty(figure: Figure, axes: Any, reason: str) -> Figure:
+    axes.text(0.5, 0.5, reason, ha="center", va="center", fontsize=12, transform=axes.transAxes)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> None:
+    # Fixed size (no bbox_inches="tight"), so every plot has the same pixels.
+    staging = path.with_name(f".{path.name}.partial")
+    figure.savefig(staging, dpi=DPI, format="png")
+    plt.close(figure)
+    staging.replace(path)
