@@ -76,6 +76,9 @@ def _report(result: SweepResult) -> int:
         print(
             f"load it with: from search import load_model; model = load_model('{result.best_dir}')"
         )
+    report = result.sweep_dir / "report.md"
+    if report.is_file():
+        print(f"report: {report} (plots in {result.sweep_dir / 'plots'})")
     if result.interrupted:
         print(
             "\nsweep interrupted: trials marked 'running' did not finish; continue with\n"

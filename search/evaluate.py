@@ -27,9 +27,9 @@ from search.export import (
     load_model,
     test_set,
 )
-from search.leaderboard import FINALISTS_FILE, SPACE_FILE, read_finalists
+from search.layout import FINALISTS_FILE, SPACE_FILE, SPLIT_FILE
+from search.leaderboard import read_finalists
 from search.space import Space, load_space
-from search.tuner import SPLIT_FILE
 from trainables.data import classes_of, decode_split, read_split
 from trainables.errors import UserError
 from trainables.loop import evaluate

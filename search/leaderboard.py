@@ -11,16 +11,13 @@ from typing import Any
 
 import pandas as pd
 
+from search.layout import FINALISTS_FILE, SPACE_FILE, TUNE_DIR
 from search.params import walk
 from search.space import Space, load_space
-from search.tuner import TUNE_DIR
 from trainables import hparams as hp
 from trainables.errors import UserError
 from trainables.finetune import META_FILE
 
-SPACE_FILE = "space.yaml"
-LEADERBOARD_FILE = "leaderboard.csv"
-FINALISTS_FILE = "finalists.json"
 STATUSES = ("completed", "stopped_early", "errored", "running", "pending")
 # Columns where lower is better (the rest rank high-first).
 LOWER_IS_BETTER = (

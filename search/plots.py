@@ -169,7 +169,7 @@ def _parallel(frame: pd.DataFrame, space: Space) -> Figure:
     bar = figure.colorbar(
         matplotlib.cm.ScalarMappable(norm=norm, cmap=colours), ax=axes, label=f"best {metric}"
     )
-    bar.formatter.set_useOffset(False)
+    bar.formatter = matplotlib.ticker.ScalarFormatter(useOffset=False)
     bar.update_ticks()
     return figure
 

@@ -10,10 +10,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from search.leaderboard import LEADERBOARD_FILE, STATUSES, render
+from search.layout import LEADERBOARD_FILE, SPLIT_FILE
+from search.leaderboard import STATUSES, render
 from search.plots import PLOTS, PLOTS_DIR
 from search.space import Space
-from search.tuner import SPLIT_FILE
 from trainables.data import classes_of, read_split
 from trainables.scan import SCAN_FILE
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.leaderboard import LEADERBOARD_FILE, build_leaderboard, open_sweep, ray_statuses
-from search.tuner import TUNE_DIR
+from search.layout import LEADERBOARD_FILE, TUNE_DIR
+from search.leaderboard import build_leaderboard, open_sweep, ray_statuses
 
 STATUSES = ("completed", "stopped_early", "running", "pending", "errored")
 

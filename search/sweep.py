@@ -15,16 +15,11 @@ from typing import Any
 import pandas as pd
 
 from search.export import export_trial, replace_folder
-from search.leaderboard import (
-    LEADERBOARD_FILE,
-    SPACE_FILE,
-    build_leaderboard,
-    open_sweep,
-    ray_statuses,
-)
+from search.layout import LEADERBOARD_FILE, SPACE_FILE, SPLIT_FILE, TUNE_DIR
+from search.leaderboard import build_leaderboard, open_sweep, ray_statuses
 from search.space import Space, load_space
 from search.state import add_trials, repair_state
-from search.tuner import SPLIT_FILE, TUNE_DIR, build_trainable, build_tuner, trial_setup
+from search.tuner import build_trainable, build_tuner, trial_setup
 from trainables.data import write_split
 from trainables.errors import UserError
 from trainables.scan import SCAN_FILE, problems_frame

@@ -13,6 +13,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from search.layout import SPLIT_FILE, TUNE_DIR
 from search.sampling import DefineByRun, build_sampler
 from search.space import Space
 from search.state import StateBackup
@@ -21,8 +22,6 @@ from trainables.hparams import EPOCH, REPORTED_AT
 
 log = logging.getLogger(__name__)
 
-TUNE_DIR = "tune"
-SPLIT_FILE = "split.csv"
 CHECKPOINTS_KEPT = 2  # the best ones by the sweep's metric; Ray also keeps the latest
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import signal
 import time
@@ -143,6 +144,11 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_leaderboard(tmp_path):
         while not any(reported_epochs(results / "t").values()):
             assert process.poll() is None and time.time() < deadline, "no epoch was reported"
             time.sleep(1)
+        # The leaderboard is readable while the sweep runs.
+        running = ftsweep("leaderboard", str(results / "t"), "--format", "csv")
+        assert running.returncode == 0, running.stderr[-2000:]
+        live = pd.read_csv(io.StringIO(running.stdout))
+        assert "running" in set(live["status"]) and live["best_val_accuracy"].notna().any()
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=300)
     finally:

@@ -10,6 +10,7 @@ import pickle
 import optuna
 import pandas as pd
 import pytest
+from PIL import Image
 
 from search.leaderboard import error_line
 from tests.conftest import ftsweep, reported_epochs
@@ -65,6 +66,11 @@ def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(tmp_path,
     assert healthy["status"] == "completed" and healthy["failures"] == 0
     assert epochs[f"trial_{ids[2]}"] == [1, 2, 3]
     assert (sweep / "best" / "model.safetensors").is_file()
+    for plot in (sweep / "plots").glob("*.png"):  # drawn with an errored trial among them
+        with Image.open(plot) as image:
+            assert image.size == (1080, 660)
+    assert len(list((sweep / "plots").glob("*.png"))) == 5
+    assert "1 errored" in (sweep / "report.md").read_text()
 
     # Optuna hears of the errored trial as failed, of the others as complete.
     state = sorted((sweep / "tune").glob("searcher-state-*.pkl"))[-1]
