@@ -118,3 +118,20 @@ def test_injected_faults_fire_as_often_as_asked(tmp_path, monkeypatch):
     for _ in range(2):
         with pytest.raises(torch.OutOfMemoryError):
             maybe_inject("second", 1)
+
+
+def test_measure_speed_changes_nothing_in_the_model():
+    from trainables.loop import measure_speed
+    from trainables.models import build_model
+
+    model = build_model("resnet18", 3, image_size=16).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    latency_ms, throughput = measure_speed(
+        model, 16, torch.device("cpu"), batch_size=8, min_seconds=0.01, max_seconds=0.1
+    )
+    assert latency_ms > 0 and throughput > 0
+    assert model.training  # given back in the mode it came in
+    assert torch.equal(torch.get_rng_state(), rng)  # training's random draws are untouched
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm stats too

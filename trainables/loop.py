@@ -106,22 +106,26 @@ def measure_speed(
     batch_size: int,
     amp_dtype: torch.dtype | None = None,
     min_seconds: float = 0.25,
+    max_seconds: float = 1.0,
 ) -> tuple[float, float]:
     """Inference speed on ``device``: (ms per image at batch 1, images/s at ``batch_size``).
 
     Times forward passes of a zero batch in eval mode (no RNG is drawn and no
-    state changes, so training is unaffected), after a warm-up pass, and takes
-    the median of at least three timed passes or of ``min_seconds`` of them.
+    state changes, so training is unaffected) and takes the median of at
+    least three timed passes or of ``min_seconds`` of them, but stops after
+    ``max_seconds`` with at least one, so that a large model on a CPU costs
+    its trial a pass or two, not minutes. A warm-up pass comes first at
+    batch 1, and on a GPU at every size (cuDNN's algorithm search).
     """
     was_training = model.training
     model.eval()
 
-    def median_seconds(size: int) -> float:
+    def median_seconds(size: int, warm_up: bool) -> float:
         batch = torch.zeros(size, 3, image_size, image_size, device=device)
         if device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
         times: list[float] = []
-        for rep in range(1 + 50):
+        for rep in range(51):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             tic = time.perf_counter()
@@ -129,15 +133,16 @@ def measure_speed(
                 model(batch)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if rep:  # the first pass warms up (cuDNN's algorithm search, caches)
+            if rep or not warm_up:
                 times.append(time.perf_counter() - tic)
-            if len(times) >= 3 and sum(times) >= min_seconds:
+            enough = len(times) >= 3 and sum(times) >= min_seconds
+            if times and (enough or sum(times) >= max_seconds):
                 break
         return statistics.median(times)
 
     try:
-        latency_ms = 1000.0 * median_seconds(1)
-        throughput = batch_size / median_seconds(batch_size)
+        latency_ms = 1000.0 * median_seconds(1, warm_up=True)
+        throughput = batch_size / median_seconds(batch_size, warm_up=device.type == "cuda")
     finally:
         model.train(was_training)
     return latency_ms, throughput
