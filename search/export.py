@@ -24,7 +24,7 @@ from trainables.errors import UserError
 from trainables.finetune import META_FILE, load_state
 from trainables.hparams import HParams
 from trainables.loop import evaluate, predict_logits
-from trainables.models import Classifier, build_model
+from trainables.models import Classifier, build_model, inference_weights
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -115,8 +115,9 @@ def checkpoint_network(
         head_hidden=hparams.head_hidden,
         head_dropout=hparams.head_dropout,
         image_size=space.data.image_size,
+        training=False,
     )
-    network.load_state_dict(state["model"])
+    network.load_state_dict(inference_weights(state))
     return network.eval(), hparams, meta
 
 
@@ -251,6 +252,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Fin
         head_hidden=int(head["hidden"]),
         head_dropout=float(head["dropout"]),
         image_size=image_size,
+        training=False,
     )
     try:
         network.load_state_dict(weights)

@@ -261,8 +261,11 @@ def _check_value(name: str, value: Any, container: Any, key: Any, loc: Located, 
         if number is None:
             raise loc.error(container, key, path, f"'{name}' takes a number, got {value!r}")
         value = number
+    elif value in spec.words:
+        return value
     elif spec.type is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise loc.error(container, key, path, f"'{name}' takes an integer, got {value!r}")
+        also = "".join(f" or {w}" for w in spec.words)
+        raise loc.error(container, key, path, f"'{name}' takes an integer{also}, got {value!r}")
     elif spec.type is bool and not isinstance(value, bool):
         raise loc.error(container, key, path, f"'{name}' takes true or false, got {value!r}")
     elif spec.type is str and not isinstance(value, str):

@@ -11,48 +11,126 @@ import torchvision
 from torch import nn
 
 from trainables.errors import UserError
-from trainables.models import build_model, cached_weights_file, stage_count
+from trainables.models import (
+    FAMILIES,
+    Family,
+    _builder_kwargs,
+    _remove_classifier,
+    build_model,
+    cached_weights_file,
+    family_of,
+    input_size,
+    stage_count,
+    supported_backbones,
+)
 from trainables.optim import build_optimizer
 
-FAMILIES = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "vit_b_16"]
+
+def _smallest(family: Family) -> str:
+    """The family member with the fewest parameters (per torchvision's weights metadata)."""
+    members = [n for n in supported_backbones() if family_of(n) is family]
+    return min(
+        members,
+        key=lambda n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"],
+    )
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize("backbone", FAMILIES)
-def test_frozen_stages_stay_frozen(backbone):
-    torch.manual_seed(0)
-    depth = 2
-    model = build_model(backbone, 3, frozen_depth=depth, head_hidden=8, image_size=32)
-    family_stages = stage_count(backbone)
-    assert family_stages >= 4
-    before = _snapshot(model)
-    optimizer = build_optimizer(model, "sgd", lr=0.1, momentum=0.9)
-    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-    model.train()
-    for _ in range(2):
+def test_every_torchvision_classification_model_is_supported():
+    assert supported_backbones() == torchvision.models.list_models(module=torchvision.models)
+    assert {family_of(n).title for n in supported_backbones()} == set(FAMILIES)
+
+
+@pytest.mark.parametrize("backbone", supported_backbones())
+def test_stages_split_every_backbone_parameter_exactly_once(backbone):
+    """On the meta device (no memory): frozen_depth means stages of the whole backbone."""
+    family = family_of(backbone)
+    if family.count is not None:  # built on the CPU in the family test instead
+        return
+    size = input_size(backbone, 32)
+    with torch.device("meta"):
+        model = torchvision.models.get_model(backbone, **_builder_kwargs(backbone, size, False))
+    _remove_classifier(model, family, 3)
+    stages = family.stages(model)
+    assert len(stages) == stage_count(backbone) >= 4
+    in_stages = [id(p) for s in stages for part in s for p in _params(part)]
+    assert len(in_stages) == len(set(in_stages)), "a parameter in two stages"
+    assert set(in_stages) == {id(p) for p in model.parameters()}, "a parameter in no stage"
+
+
+def _params(part):
+    return [part] if isinstance(part, nn.Parameter) else list(part.parameters())
+
+
+@pytest.mark.parametrize("title", list(FAMILIES))
+def test_every_family_fine_tunes_at_every_frozen_depth(title):
+    """Build, freeze each depth, one step: frozen weights and BN statistics stay, the rest moves."""
+    backbone = _smallest(FAMILIES[title])
+    count = stage_count(backbone)
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    for depth in [*range(count + 1), "all"]:
+        torch.manual_seed(0)
+        model = build_model(backbone, 3, frozen_depth=depth, head_hidden=8, image_size=32)
+        assert model.stage_count == count
+        frozen_count = count if depth == "all" else depth
+        assert model.frozen_depth == frozen_count
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        expected = {
+            f"backbone.{n}" for n, p in model.backbone.named_parameters() if id(p) in _ids(model)
+        }
+        assert frozen == expected
+        if frozen_count == count:  # a linear probe: only the head trains
+            assert all(n.startswith("head.") for n in trainable)
+        before = _snapshot(model)
+        optimizer = build_optimizer(model, "sgd", lr=0.1, momentum=0.9)
+        in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        assert not in_optimizer & _ids(model), "frozen parameters in the optimizer"
+        # No backward through the frozen prefix: its outputs carry no autograd graph.
+        graphs: list[bool] = []
+        hooks = [m.register_forward_hook(_recorder(graphs)) for m in model._frozen]
+        model.train()
         optimizer.zero_grad()
-        nn.functional.cross_entropy(model(images), labels).backward()
+        output = model(images)
+        assert output.shape == (2, 3)
+        nn.functional.cross_entropy(output, labels).backward()
         optimizer.step()
-    after = model.state_dict()
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert frozen and trainable
-    # frozen parameters and every buffer of frozen modules (BN running stats) unchanged
-    for name in frozen:
-        assert torch.equal(before[name], after[name]), name
-    frozen_modules = {id(m) for m in model._frozen}
-    for mod_name, module in model.named_modules():
-        if id(module) in frozen_modules:
-            for buf_name, buf in module.named_buffers():
-                assert torch.equal(before[f"{mod_name}.{buf_name}"], buf), (mod_name, buf_name)
-    assert any(not torch.equal(before[n], after[n]) for n in trainable)
-    # frozen parameters get no optimizer state
-    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    assert all(id(p) not in in_optimizer for p in model.parameters() if not p.requires_grad)
-    assert model(images).shape == (4, 3)
+        for hook in hooks:
+            hook.remove()
+        assert not any(graphs)
+        after = model.state_dict()
+        for name in frozen:
+            assert torch.equal(before[name], after[name]), (depth, name)
+        frozen_modules = {id(m) for m in model._frozen}
+        for mod_name, module in model.named_modules():
+            if id(module) in frozen_modules:
+                assert not module.training
+                for buf_name, buf in module.named_buffers():
+                    key = f"{mod_name}.{buf_name}"
+                    assert torch.equal(before[key], buf), (depth, key)
+        moved = [n for n in trainable if not torch.equal(before[n], after[n])]
+        assert any(n.startswith("head.") for n in moved)
+        if frozen_count < count:
+            assert any(n.startswith("backbone.") for n in moved), depth
+        assert not set(optimizer.state) & _ids(model), "optimizer state for frozen parameters"
+        model.eval()
+        assert model(images).shape == (2, 3)
+
+
+def _ids(model) -> set[int]:
+    return {id(p) for p in model.frozen_parameters()}
+
+
+def _recorder(graphs: list[bool]):
+    return lambda _module, _inputs, output: graphs.append(_needs_grad(output))
+
+
+def _needs_grad(output) -> bool:
+    tensors = output if isinstance(output, tuple | list) else [output]
+    return any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 def test_unfrozen_batchnorm_statistics_do_change():

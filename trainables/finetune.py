@@ -35,9 +35,9 @@ from trainables.faults import (
     release_memory,
 )
 from trainables.hparams import HParams
-from trainables.loop import evaluate, measure_speed, train_epoch
+from trainables.loop import build_mix, evaluate, measure_speed, train_epoch
 from trainables.models import build_model
-from trainables.optim import build_optimizer, build_scheduler
+from trainables.optim import WeightEMA, build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ def train(
     ).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    unfreezes = hparams.unfreeze_at > 0 and model.frozen_depth > 0
     optimizer = build_optimizer(
         model,
         hparams.optimizer,
@@ -146,6 +147,7 @@ def train(
         weight_decay=hparams.weight_decay,
         momentum=hparams.momentum,
         nesterov=hparams.nesterov,
+        unfrozen_lr_mult=hparams.unfrozen_lr_mult if unfreezes else None,
     )
     steps_per_epoch = -(-len(train_set) // setup.batch_size)
     scheduler = build_scheduler(
@@ -156,6 +158,8 @@ def train(
         warmup_epochs=hparams.warmup_epochs,
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hparams.label_smoothing)
+    mix = build_mix(len(classes), hparams.mixup_alpha, hparams.cutmix_alpha)
+    ema = WeightEMA(model, hparams.ema) if hparams.ema > 0 else None
 
     epoch, train_seconds, started_at = 0, 0.0, time.time()
     if state is not None:
@@ -164,6 +168,8 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
         epoch, train_seconds = state["epoch"], state["train_seconds"]
         started_at = state["started_at"]
         _set_rng_state(state["rng"])
@@ -177,6 +183,9 @@ def train(
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     val = sets["val"]
     while epoch < setup.max_epochs:
+        if unfreezes and model.frozen_depth and epoch + 1 >= hparams.unfreeze_at:
+            log.info("epoch %d: unfreezing the frozen stages", epoch + 1)
+            model.unfreeze()
         tic = time.perf_counter()
         loader = DataLoader(
             train_set,
@@ -187,10 +196,20 @@ def train(
             pin_memory=device.type == "cuda",
         )
         train_loss = train_epoch(
-            model, loader, optimizer, scheduler, loss_fn, device, amp_dtype=amp_dtype, scaler=scaler
+            model,
+            loader,
+            optimizer,
+            scheduler,
+            loss_fn,
+            device,
+            amp_dtype=amp_dtype,
+            scaler=scaler,
+            mix=mix,
+            grad_clip=hparams.grad_clip,
+            after_step=None if ema is None else lambda: ema.update(model),
         )
         scores = evaluate(
-            model,
+            model if ema is None else ema.module,  # with EMA on, the average is what is kept
             val.images,
             val.labels,
             device,
@@ -223,6 +242,7 @@ def train(
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
                 scaler=scaler.state_dict() if scaler is not None else None,
+                ema=ema.state_dict() if ema is not None else None,
                 epoch=epoch,
                 train_seconds=train_seconds,
                 started_at=started_at,

@@ -42,13 +42,16 @@ class HParamSpec:
     lo: float | None = None  # inclusive lower bound
     hi: float | None = None  # exclusive upper bound
     only_for: tuple[str, str] | None = None  # (parent, option) it applies to
+    words: tuple[str, ...] = ()  # names a number may also be given as (frozen_depth: all)
     help: str = ""
 
 
 HPARAMS: dict[str, HParamSpec] = {
     "backbone": HParamSpec(str, help="a torchvision classification model name"),
     "weights": HParamSpec(str, help="DEFAULT, a torchvision weight name, none, or a file"),
-    "frozen_depth": HParamSpec(int, lo=0, help="backbone stages frozen from the input"),
+    "frozen_depth": HParamSpec(
+        int, lo=0, words=("all",), help="backbone stages frozen from the input; all = every one"
+    ),
     "head_hidden": HParamSpec(int, lo=0, help="hidden units of the head; 0 = linear"),
     "head_dropout": HParamSpec(float, lo=0.0, hi=1.0),
     "optimizer": HParamSpec(str, choices=OPTIMIZERS),
@@ -61,6 +64,12 @@ HPARAMS: dict[str, HParamSpec] = {
     "warmup_epochs": HParamSpec(int, lo=0),
     "augmentation": HParamSpec(str, choices=AUGMENTATIONS),
     "label_smoothing": HParamSpec(float, lo=0.0, hi=1.0),
+    "unfreeze_at": HParamSpec(int, lo=0, help="epoch from which frozen stages train; 0 = never"),
+    "unfrozen_lr_mult": HParamSpec(float, lo=0.0, help="their lr = backbone lr x this"),
+    "mixup_alpha": HParamSpec(float, lo=0.0, help="MixUp's Beta(alpha, alpha); 0 = off"),
+    "cutmix_alpha": HParamSpec(float, lo=0.0, help="CutMix's Beta(alpha, alpha); 0 = off"),
+    "ema": HParamSpec(float, lo=0.0, hi=1.0, help="decay per step of the weights' EMA; 0 = off"),
+    "grad_clip": HParamSpec(float, lo=0.0, help="max gradient norm; 0 = off"),
 }
 
 
@@ -70,7 +79,7 @@ class HParams:
 
     backbone: str
     weights: str = "none"
-    frozen_depth: int = 0
+    frozen_depth: int | str = 0  # or "all"
     head_hidden: int = 0
     head_dropout: float = 0.0
     optimizer: str = "adamw"
@@ -83,6 +92,12 @@ class HParams:
     warmup_epochs: int = 0
     augmentation: str = "light"
     label_smoothing: float = 0.0
+    unfreeze_at: int = 0
+    unfrozen_lr_mult: float = 0.1
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    ema: float = 0.0
+    grad_clip: float = 0.0
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> HParams:

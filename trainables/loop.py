@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 
 import torch
 from sklearn.metrics import f1_score
 from torch import nn
+from torchvision.transforms import v2
 
 from trainables.augment import normalize
+from trainables.models import AUX_WEIGHT, AuxOutputs
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -37,26 +39,68 @@ def train_epoch(
     *,
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    grad_clip: float = 0.0,
+    after_step: Callable[[], None] | None = None,
 ) -> float:
-    """Trains one pass over ``batches``; returns the mean training loss."""
+    """Trains one pass over ``batches``; returns the mean training loss.
+
+    Args:
+        mix: MixUp/CutMix on the normalised batch (labels become soft targets).
+        grad_clip: the largest gradient norm (0: no clipping).
+        after_step: called after each optimizer step (the weights' EMA).
+    """
     model.train()
     total, count = 0.0, 0
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     for images, labels in batches:
         inputs, targets = to_device(images, device), labels.to(device, non_blocking=True)
+        if mix is not None:
+            inputs, targets = mix(inputs, targets)
         with autocast(device, amp_dtype):
-            loss = loss_fn(model(inputs), targets)
+            loss = classification_loss(model(inputs), targets, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(params, grad_clip)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step()
         total += float(loss.detach()) * len(labels)
         count += len(labels)
     return total / max(1, count)
+
+
+def classification_loss(
+    outputs: torch.Tensor | AuxOutputs, targets: torch.Tensor, loss_fn: nn.Module
+) -> torch.Tensor:
+    """The loss of the logits, plus Inception V3's weighted auxiliary loss in training."""
+    if isinstance(outputs, AuxOutputs):
+        return loss_fn(outputs.logits, targets) + AUX_WEIGHT * loss_fn(outputs.aux, targets)
+    return loss_fn(outputs, targets)
+
+
+def build_mix(
+    num_classes: int, mixup_alpha: float, cutmix_alpha: float
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+    """torchvision's batch MixUp / CutMix (one of the two per batch when both are on)."""
+    mixes: list[v2.Transform] = []
+    if mixup_alpha > 0:
+        mixes.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    if cutmix_alpha > 0:
+        mixes.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Optimizers with a backbone/head split, and per-step LR schedules with warmup."""
+"""Optimizers with a backbone/head split, per-step LR schedules with warmup, weight EMA."""
 
 from __future__ import annotations
 
@@ -7,25 +7,42 @@ import math
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+from torch.optim.swa_utils import AveragedModel
 
 
 def param_groups(
-    model: nn.Module, lr: float, backbone_lr_mult: float, weight_decay: float
+    model: nn.Module,
+    lr: float,
+    backbone_lr_mult: float,
+    weight_decay: float,
+    unfrozen_lr_mult: float | None = None,
 ) -> list[dict]:
     """Head and backbone at their own learning rates; no decay on biases and norms.
 
-    Frozen parameters are left out, so they get no optimizer state.
+    Frozen parameters are left out, so they get no optimizer state, unless
+    ``unfrozen_lr_mult`` is given: then they form groups of their own at
+    ``lr * backbone_lr_mult * unfrozen_lr_mult``, scheduled like the rest,
+    which hold no state until the stages are unfrozen and get gradients.
     """
+    head_prefixes = getattr(model, "head_prefixes", ("head.",))
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        if not param.requires_grad:
+        if not param.requires_grad and unfrozen_lr_mult is None:
             continue
-        part = "head" if name.startswith("head.") else "backbone"
+        part = (
+            "head"
+            if name.startswith(head_prefixes)
+            else "backbone"
+            if param.requires_grad
+            else "unfrozen"
+        )
         groups.setdefault((part, param.ndim > 1), []).append(param)
+    mults = {"head": 1.0, "backbone": backbone_lr_mult}
+    mults["unfrozen"] = backbone_lr_mult * (unfrozen_lr_mult or 0.0)
     return [
         {
             "params": params,
-            "lr": lr * (backbone_lr_mult if part == "backbone" else 1.0),
+            "lr": lr * mults[part],
             "weight_decay": weight_decay if decays else 0.0,
             "name": f"{part}{'' if decays else '_no_decay'}",
         }
@@ -42,8 +59,9 @@ def build_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     nesterov: bool = False,
+    unfrozen_lr_mult: float | None = None,
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, lr, backbone_lr_mult, weight_decay)
+    groups = param_groups(model, lr, backbone_lr_mult, weight_decay, unfrozen_lr_mult)
     on_cuda = any(p.is_cuda for g in groups for p in g["params"])
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, fused=on_cuda or None)
@@ -86,3 +104,48 @@ _decays = {
     "step": lambda t: 0.1 ** ((t >= 0.5) + (t >= 0.75)),
     "none": lambda t: 1.0,
 }
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights and buffers.
+
+    torch's ``AveragedModel`` keeps the averaged copy; the decay is warmed up
+    as ``min(decay, (1 + n) / (10 + n))`` after n updates, so the average is
+    not dominated by the initial weights in a short fine-tuning run.
+    BatchNorm statistics are averaged too (``use_buffers``).
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.averaged = AveragedModel(model, multi_avg_fn=self._lerp, use_buffers=True)
+        self.averaged.eval()
+
+    @property
+    def module(self) -> nn.Module:
+        return self.averaged.module
+
+    def update(self, model: nn.Module) -> None:
+        self.averaged.update_parameters(model)
+        self.updates += 1
+
+    def _lerp(
+        self,
+        averaged: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        current: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        _count: torch.Tensor | int,
+    ) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        else:  # integer buffers (BatchNorm's batch count) follow the model
+            for mine, theirs in zip(averaged, current, strict=True):
+                mine.copy_(theirs)
+
+    def state_dict(self) -> dict:
+        return {"model": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
+        self.averaged.n_averaged.fill_(max(1, self.updates))
