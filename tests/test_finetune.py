@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainables.data import make_split, write_split
+from trainables.data import decode_split, make_split, read_split, write_split
 from trainables.finetune import META_FILE, TrialSetup, load_state, train
 from trainables.hparams import HParams
+from trainables.loop import evaluate
+from trainables.models import build_model, inference_weights
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +25,19 @@ def small_split(tmp_path_factory) -> Path:
     return path
 
 
-def _run(split: Path, epochs: int, keep: Path, state=None) -> list[dict]:
+def _run(split: Path, epochs: int, keep: Path, state=None, **changes) -> list[dict]:
     setup = TrialSetup(str(split), None, image_size=16, max_epochs=epochs, batch_size=16)
     hparams = HParams(
-        backbone="resnet18",
-        lr=3e-3,
-        augmentation="randaugment",
-        lr_scheduler="cosine",
-        warmup_epochs=1,
-        head_hidden=16,
-        head_dropout=0.1,
+        **{
+            "backbone": "resnet18",
+            "lr": 3e-3,
+            "augmentation": "randaugment",
+            "lr_scheduler": "cosine",
+            "warmup_epochs": 1,
+            "head_hidden": 16,
+            "head_dropout": 0.1,
+            **changes,
+        }
     )
     reports = []
 
@@ -60,6 +65,61 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(small_split, tmp_path)
     final_a = load_state(tmp_path / "a" / "epoch3")["model"]
     final_b = load_state(tmp_path / "b" / "epoch3")["model"]
     assert all(torch.allclose(final_a[k].float(), final_b[k].float(), atol=1e-6) for k in final_a)
+
+
+def test_unfreeze_at_ema_mixing_and_clipping_train_and_resume_exactly(small_split, tmp_path):
+    """frozen_depth 2 with unfreeze_at 2, EMA, MixUp + CutMix and gradient clipping."""
+    changes = {
+        "frozen_depth": 2,
+        "unfreeze_at": 2,
+        "unfrozen_lr_mult": 0.5,
+        "backbone_lr_mult": 0.2,
+        "ema": 0.9,
+        "mixup_alpha": 0.2,
+        "cutmix_alpha": 1.0,
+        "grad_clip": 1.0,
+    }
+    straight = _run(small_split, 3, tmp_path / "a", **changes)
+    first, second = (load_state(tmp_path / "a" / f"epoch{e}") for e in (1, 2))
+    frozen = ["backbone.conv1.weight", "backbone.layer1.0.conv1.weight"]
+    stats = ["backbone.bn1.running_mean", "backbone.layer1.1.bn2.running_var"]
+    # Epoch 1: the stem and layer1 neither moved nor updated their BatchNorm statistics
+    # (fresh BatchNorm holds zeros and ones) and have no optimizer state yet.
+    assert torch.equal(first["model"][stats[0]], torch.zeros(64))
+    assert torch.equal(first["model"][stats[1]], torch.ones(64))
+    groups = {g["name"]: g for g in first["optimizer"]["param_groups"]}
+    unfrozen_ids = set(groups["unfrozen"]["params"] + groups["unfrozen_no_decay"]["params"])
+    assert not unfrozen_ids & set(first["optimizer"]["state"])
+    assert groups["unfrozen"]["initial_lr"] == pytest.approx(3e-3 * 0.2 * 0.5)
+    # Epoch 2 on: they train, with state of their own.
+    assert unfrozen_ids <= set(second["optimizer"]["state"])
+    for name in frozen:
+        assert not torch.equal(first["model"][name], second["model"][name]), name
+    assert not torch.equal(second["model"][stats[0]], torch.zeros(64))
+    # EMA: kept in the checkpoint, one update per step, and what was evaluated.
+    train_rows = int((read_split(small_split)["split"] == "train").sum())
+    assert second["ema"]["updates"] == 2 * (train_rows // 16)  # full batches of 16 per epoch
+    averaged = inference_weights(second)
+    assert not torch.equal(averaged["head.3.weight"], second["model"]["head.3.weight"])
+    classes, sets = decode_split(read_split(small_split), None, 16)
+    network = build_model("resnet18", len(classes), head_hidden=16, image_size=16)
+    network.load_state_dict(averaged)
+    val = sets["val"]
+    scores = evaluate(network, val.images, val.labels, torch.device("cpu"))
+    assert scores["accuracy"] == pytest.approx(straight[1]["val_accuracy"])
+    assert scores["loss"] == pytest.approx(straight[1]["val_loss"], rel=1e-5)
+    # Resuming after epoch 1 (before the unfreeze) ends where the straight run did.
+    resumed = _run(small_split, 3, tmp_path / "b", state=first, **changes)
+    assert [r["epoch"] for r in resumed] == [2, 3]
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        assert resumed[-1][key] == pytest.approx(straight[-1][key], rel=1e-5), key
+    final_a = load_state(tmp_path / "a" / "epoch3")
+    final_b = load_state(tmp_path / "b" / "epoch3")
+    for part in ("model",):
+        for k, v in final_a[part].items():
+            assert torch.allclose(v.float(), final_b[part][k].float(), atol=1e-6), k
+    for k, v in final_a["ema"]["model"].items():
+        assert torch.allclose(v.float(), final_b["ema"]["model"][k].float(), atol=1e-6), k
 
 
 def test_out_of_memory_is_named_and_its_tensors_freed(small_split, monkeypatch):

@@ -11,14 +11,18 @@ import torchvision
 from torch import nn
 
 from trainables.errors import UserError
+from trainables.loop import classification_loss
 from trainables.models import (
+    AUX_WEIGHT,
     FAMILIES,
+    AuxOutputs,
     Family,
     _builder_kwargs,
     _remove_classifier,
     build_model,
     cached_weights_file,
     family_of,
+    inference_weights,
     input_size,
     stage_count,
     supported_backbones,
@@ -180,6 +184,20 @@ def test_default_weights_load_from_torch_cache(torch_home):
     assert torch.equal(named.backbone.layer4[1].bn2.weight, reference.layer4[1].bn2.weight)
 
 
+def test_vit_default_weights_load_from_torch_cache_at_another_size(torch_home):
+    weights = torchvision.models.ViT_B_16_Weights.DEFAULT
+    torch.manual_seed(0)
+    reference = torchvision.models.vit_b_16()  # 224 px: a 14x14 grid, as torchvision ships
+    target = cached_weights_file(weights)
+    assert target.name == Path(weights.url).name  # the name torchvision's loader looks for
+    target.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), target)
+    model = build_model("vit_b_16", 5, weights="DEFAULT", image_size=32, frozen_depth="all")
+    assert torch.equal(model.backbone.conv_proj.weight, reference.conv_proj.weight)
+    assert model.backbone.encoder.pos_embedding.shape == (1, 5, 768)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+
+
 def test_missing_weights_offline_names_the_file(torch_home):
     with pytest.raises(UserError) as info:
         build_model("resnet18", 4, weights="DEFAULT")
@@ -211,3 +229,62 @@ def test_state_dict_of_another_architecture_is_rejected(tmp_path):
 def test_unknown_backbone_lists_supported():
     with pytest.raises(UserError, match="supported: .*resnet50"):
         build_model("alexnet2", 3)
+
+
+def _grid(pos_embedding: torch.Tensor) -> torch.Tensor:
+    """(1, 1 + g*g, D) -> (1, D, g, g): the patch part of a ViT position embedding."""
+    patches = pos_embedding[:, 1:]
+    side = int(patches.shape[1] ** 0.5)
+    return patches.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+
+
+def test_vit_position_embeddings_are_interpolated_from_another_image_size(tmp_path):
+    torch.manual_seed(0)
+    saved = torchvision.models.vit_b_16(image_size=64)  # a 4x4 patch grid
+    path = tmp_path / "vit_64px.pth"
+    torch.save(saved.state_dict(), path)
+    model = build_model("vit_b_16", 3, weights=str(path), image_size=32)  # a 2x2 grid
+    loaded = model.backbone.encoder.pos_embedding
+    assert loaded.shape == (1, 1 + 2 * 2, 768)
+    source = saved.encoder.pos_embedding.detach()
+    assert torch.equal(loaded[:, :1], source[:, :1])  # the class token's position is kept
+    expected = nn.functional.interpolate(
+        _grid(source), size=(2, 2), mode="bicubic", align_corners=True
+    )
+    torch.testing.assert_close(_grid(loaded.detach()), expected)
+    assert torch.equal(
+        model.backbone.encoder.layers[5].mlp[0].weight, saved.encoder.layers[5].mlp[0].weight
+    )
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    # A size that is no multiple of the patch is built for the next multiple, and resized up.
+    odd = build_model("vit_b_16", 3, weights=str(path), image_size=40)
+    assert odd.resize_to == 48 and odd.backbone.encoder.pos_embedding.shape[1] == 1 + 3 * 3
+    assert odd(torch.randn(1, 3, 40, 40)).shape == (1, 3)
+
+
+def test_inception_v3_trains_its_auxiliary_classifier_and_exports_without_it():
+    torch.manual_seed(0)
+    model = build_model("inception_v3", 4, image_size=299)
+    aux_fc = model.backbone.AuxLogits.fc
+    assert aux_fc.out_features == 4
+    optimizer = build_optimizer(model, "sgd", lr=0.1, backbone_lr_mult=0.01)
+    head_group = next(g for g in optimizer.param_groups if g["name"] == "head")
+    assert any(p is aux_fc.weight for p in head_group["params"])  # new layer: the head's lr
+    model.train()
+    outputs = model(torch.randn(2, 3, 299, 299))
+    assert isinstance(outputs, AuxOutputs) and outputs.aux.shape == (2, 4)
+    targets = torch.tensor([0, 3])
+    loss = classification_loss(outputs, targets, nn.CrossEntropyLoss())
+    ce = nn.functional.cross_entropy
+    expected = ce(outputs.logits, targets) + AUX_WEIGHT * ce(outputs.aux, targets)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert aux_fc.weight.grad is not None
+    # For inference (export, load_model) there is no auxiliary head; the weights still fit.
+    served = build_model("inception_v3", 4, image_size=299, training=False)
+    served.load_state_dict(inference_weights({"model": model.state_dict()}))
+    assert served.backbone.AuxLogits is None
+    # Too small for the auxiliary head (resized up to 75 px), or its stages frozen: none.
+    assert build_model("inception_v3", 4, image_size=64).resize_to == 75
+    assert build_model("inception_v3", 4, image_size=64).backbone.AuxLogits is None
+    assert build_model("inception_v3", 4, image_size=299, frozen_depth=3).backbone.AuxLogits is None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
+from trainables.loop import train_epoch
 from trainables.models import build_model
-from trainables.optim import build_optimizer, build_scheduler
+from trainables.optim import WeightEMA, build_optimizer, build_scheduler
 
 
 def _lrs(name: str, warmup: int, epochs: int = 4, steps: int = 10) -> list[float]:
@@ -52,3 +54,54 @@ def test_backbone_gets_its_own_lr_and_no_decay_on_biases():
     assert groups["backbone"]["weight_decay"] == 0.05
     sgd = build_optimizer(model, "sgd", lr=0.1, momentum=0.8, nesterov=True)
     assert sgd.param_groups[0]["momentum"] == 0.8 and sgd.param_groups[0]["nesterov"]
+
+
+def test_weight_ema_follows_its_warmed_up_decay():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = WeightEMA(model, decay=0.99)
+    start = model[0].weight.detach().clone()
+    expected = start.clone()
+    for step in range(1, 4):
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        ema.update(model)
+        if step > 1:  # the first update copies; then decay min(0.99, (1 + n) / (10 + n))
+            decay = min(0.99, step / (9 + step))
+            expected = decay * expected + (1 - decay) * model[0].weight.detach()
+        else:
+            expected = model[0].weight.detach().clone()
+        torch.testing.assert_close(ema.module[0].weight, expected)
+    assert ema.updates == 3
+    restored = WeightEMA(model, decay=0.99)
+    restored.load_state_dict(ema.state_dict())
+    torch.testing.assert_close(restored.module[0].weight, ema.module[0].weight)
+    assert restored.updates == 3 and int(restored.averaged.n_averaged) == 3
+
+
+def test_gradient_clipping_bounds_each_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = build_scheduler(optimizer, "none", epochs=1, steps_per_epoch=2)
+    images = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8)
+    labels = torch.zeros(8, dtype=torch.long)
+
+    def step_size(clip: float) -> float:
+        with torch.no_grad():
+            for param, value in zip(model.parameters(), start, strict=True):
+                param.copy_(value)
+        train_epoch(
+            model,
+            [(images, labels)],
+            optimizer,
+            scheduler,
+            nn.CrossEntropyLoss(),
+            torch.device("cpu"),
+            grad_clip=clip,
+        )
+        moved = [(p.detach() - v).flatten() for p, v in zip(model.parameters(), start, strict=True)]
+        return float(torch.cat(moved).norm())
+
+    unclipped, clipped = step_size(0.0), step_size(0.05)
+    assert unclipped > 0.2 and clipped == pytest.approx(0.05, rel=1e-4)
