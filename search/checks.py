@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from search._yaml import LocatedDict, as_number
 from search.params import Located, Param, walk
+from search.weights import weight_pairs
 from trainables.data import BUILTIN_SOURCES
 from trainables.errors import UserError
 from trainables.models import resolve_weights, supported_backbones
@@ -124,12 +125,10 @@ def check_models(params: tuple[Param, ...], loc: Located, section: Any) -> None:
                     + f"; supported: {', '.join(supported)}",
                     f"{loc.file}:{param.line} (space.{param.column})",
                 )
-    for param in (p for p in walk(params) if p.name == "weights"):
-        for value in param.values:
-            for backbone in (v for b in backbones for v in b.values):
-                try:
-                    resolve_weights(backbone, value)
-                except UserError as exc:
-                    raise UserError(
-                        exc.message, f"{loc.file}:{param.line} (space.{param.column})"
-                    ) from None
+    for backbone, value, param in weight_pairs(params):
+        try:
+            resolve_weights(backbone, value)
+        except UserError as exc:
+            raise UserError(
+                exc.message, f"{loc.file}:{param.line} (space.{param.column})"
+            ) from None

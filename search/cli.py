@@ -106,6 +106,19 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_fetch(args: argparse.Namespace) -> int:
+    from search.space import load_space
+    from search.weights import fetch
+
+    space = load_space(args.space)
+    fetched = fetch(space.params)
+    for item, how in fetched:
+        print(f"{how:10s} {item.describe()}: {item.file}")
+    if not fetched:
+        print(f"{args.space}: no torchvision weights to fetch (weights: none or local files)")
+    return 0
+
+
 def _leaderboard(args: argparse.Namespace) -> int:
     from search.leaderboard import (
         LOWER_IS_BETTER,
@@ -265,6 +278,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("space")
     validate.set_defaults(command=_validate)
+
+    weights = commands.add_parser(
+        "weights",
+        help="pretrained weights: fetch every file a space can need into torch's cache",
+        description="Example: ftsweep weights fetch spaces/imagefolder-gpu.yaml",
+    )
+    weight_commands = weights.add_subparsers(dest="weights_command", required=True)
+    fetch = weight_commands.add_parser(
+        "fetch",
+        help="download every torchvision weights file the space can load (TORCH_HOME)",
+        description="Download ahead of an overnight run on workers without internet. "
+        "Example: TORCH_HOME=/shared/torch ftsweep weights fetch spaces/imagefolder-gpu.yaml",
+    )
+    fetch.add_argument("space")
+    fetch.set_defaults(command=_weights_fetch)
 
     board = commands.add_parser(
         "leaderboard",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from pathlib import Path
 
 import torch
 
 from search.params import walk
 from search.space import Space
-from trainables.models import cached_weights_file, resolve_weights, stage_count
+from search.weights import pretrained
+from trainables.models import input_size, stage_count
 from trainables.scan import KINDS, SCAN_FILE
 
 
@@ -37,9 +37,18 @@ def describe(space: Space) -> list[str]:
         )
     backbones = sorted({v for p in walk(space.params) if p.name == "backbone" for v in p.values})
     lines.append(
-        "backbone stages (frozen_depth counts these): "
-        + ", ".join(f"{b} {stage_count(b)}" for b in backbones)
+        "backbone stages (frozen_depth counts these; all = every one): "
+        + ", ".join(f"{b} {stage_count(b, space.data.image_size)}" for b in backbones)
     )
+    resized = [
+        f"{b} at {input_size(b, space.data.image_size)} px"
+        for b in backbones
+        if input_size(b, space.data.image_size) != space.data.image_size
+    ]
+    if resized:
+        lines.append(
+            f"resized on the device from image_size {space.data.image_size}: " + ", ".join(resized)
+        )
     lines.append(
         f"resources per trial: {space.resources.cpus:g} CPU, {space.resources.gpus:g} GPU; "
         f"on this machine at most {concurrency(space)} trials at once "
@@ -61,21 +70,35 @@ def warnings(space: Space, backbones: list[str]) -> list[str]:
     found = []
     if space.resources.gpus and not torch.cuda.is_available():
         found.append("resources.gpus is set but this machine has no GPU; trials will wait")
-    for param in (p for p in walk(space.params) if p.name == "weights"):
-        for value in param.values:
-            for backbone in backbones:
-                weights = resolve_weights(backbone, value)
-                if weights is None or isinstance(weights, Path):
-                    continue
-                target = cached_weights_file(weights)
-                if not target.is_file():
-                    found.append(
-                        f"{backbone} {value} weights are not in the torch cache ({target}); "
-                        "each trial downloads them, which fails without internet"
-                    )
+    missing = [item for item in pretrained(space.params) if not item.file.is_file()]
+    for item in missing:
+        found.append(
+            f"{item.describe()} weights are not in the torch cache ({item.file}); each trial "
+            "downloads them, which fails without internet: `ftsweep weights fetch` gets them now"
+        )
+    found += _clamped_depths(space, backbones)
     if (
         space.search.scheduler.type == "asha"
         and space.search.scheduler.grace_period >= space.trial.max_epochs
     ):
         found.append("ASHA's grace_period reaches max_epochs: no trial can be stopped early")
+    return found
+
+
+def _clamped_depths(space: Space, backbones: list[str]) -> list[str]:
+    """frozen_depth values above a backbone's stage count (clamped to the whole backbone)."""
+    depths: set[int] = set()
+    for param in (p for p in walk(space.params) if p.name == "frozen_depth"):
+        if param.kind == "int":
+            depths.add(int(param.high))
+        else:
+            depths.update(v for v in param.values if isinstance(v, int))
+    found = []
+    for backbone in backbones:
+        count = stage_count(backbone, space.data.image_size)
+        if depths and max(depths) > count:
+            found.append(
+                f"frozen_depth up to {max(depths)} but {backbone} has {count} stages: "
+                f"values above {count} freeze its whole backbone (clamped)"
+            )
     return found

@@ -476,14 +476,14 @@ def stage_count(backbone: str, image_size: int = 224) -> int:
 
 
 def stage_table() -> list[tuple[str, str, str, str]]:
-    """(family, models, stage count, stages) rows for docs/backbones.md."""
+    """(family, stage count, stages, models) rows for docs/backbones.md."""
     rows = []
     names = supported_backbones()
     for family in FAMILIES.values():
         members = [n for n in names if family_of(n) is family]
         counts = sorted({stage_count(n) for n in members})
         count = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
-        rows.append((family.title, ", ".join(members), count, family.layout))
+        rows.append((family.title, count, family.layout, ", ".join(members)))
     return rows
 
 
@@ -668,3 +668,10 @@ def inference_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     weights = state["ema"]["model"] if state.get("ema") else state["model"]
     aux = tuple(f"backbone.{p}" for p in AUX_PREFIXES)
     return {k: v for k, v in weights.items() if not k.startswith(aux)}
+
+
+if __name__ == "__main__":  # the table of docs/backbones.md
+    print("| family | stages | stages, from the input | models |")
+    print("| --- | --- | --- | --- |")
+    for row in stage_table():
+        print("| " + " | ".join(row) + " |")
