@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench bench-faults clean
+.PHONY: demo test test-all lint bench bench-frozen bench-faults clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/epoch_overhead.py
+
+bench-frozen: $(STAMP)
+	$(BIN)/python benchmarks/frozen_depth.py
 
 bench-faults: $(STAMP)
 	$(BIN)/python -m benchmarks.faults
