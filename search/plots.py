@@ -8,7 +8,9 @@ rather than being left out.
 
 from __future__ import annotations
 
+import logging
 import math
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from search.leaderboard import pareto_mask, read_trials  # noqa: E402
 from search.params import Param, walk  # noqa: E402
 from search.space import Space  # noqa: E402
 from trainables import hparams as hp  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
 UNUSED = -0.12  # where parallel coordinates put a parameter a trial's options did not use
@@ -70,7 +74,12 @@ def plot_sweep(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[Path]
     }
     paths = []
     for name in PLOTS:
-        figure = drawers[name]()
+        try:
+            figure = drawers[name]()
+        except Exception as exc:  # one plot's bug never costs the others
+            log.exception("plot %s failed", name)
+            figure, axes = _figure(f"{name.replace('_', ' ')} ({space.name})")
+            figure = _empty(figure, axes, f"could not be drawn: {type(exc).__name__}: {exc}")
         path = out / f"{name}.png"
         _save(figure, path)
         paths.append(path)
@@ -306,6 +315,11 @@ def parameter_importance(frame: pd.DataFrame, space: Space) -> tuple[dict[str, f
             "needs at least 2 trials with a result and a searched parameter"
             f" (this sweep has {len(done)} trials with a result)"
         )
+    if done[key].astype(float).nunique() < 2:
+        raise ValueError(
+            f"every trial with a result reached the same best {space.trial.metric}: "
+            "there is no variation for the parameters to explain"
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if space.trial.mode == "max" else "minimize")
     distributions = {p.column: _distribution(p) for p in params}
@@ -324,9 +338,12 @@ def parameter_importance(frame: pd.DataFrame, space: Space) -> tuple[dict[str, f
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        importances = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-        )
+        try:
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
+        except RuntimeError as exc:  # fANOVA: "zero total variance in all trees"
+            raise ValueError(f"fANOVA found nothing to attribute ({exc})") from None
     if not importances:
         raise ValueError("no parameter was set in every trial with a result")
     return dict(importances), len(done)
@@ -429,7 +446,8 @@ def _figure(title: str) -> tuple[Figure, Any]:
 
 
 def _empty(figure: Figure, axes: Any, reason: str) -> Figure:
-    axes.text(0.5, 0.5, reason, ha="center", va="center", fontsize=12, transform=axes.transAxes)
+    text = textwrap.fill(reason, 90)
+    axes.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, transform=axes.transAxes)
     axes.set_xticks([])
     axes.set_yticks([])
     return figure

@@ -174,3 +174,25 @@ def test_plots_of_a_sweep_without_results_say_so(tmp_path):
         with Image.open(path) as image:
             assert image.size == (1080, 660)
     assert "No trial has started yet" in write_report(sweep, frame, space).read_text()
+
+
+def test_plots_when_every_trial_ties_and_when_one_plot_breaks(tmp_path, monkeypatch, caplog):
+    """fANOVA has nothing to explain when every trial ties; one broken plot spares the others."""
+    sweep = tmp_path / "tied"
+    sweep.mkdir()
+    (sweep / "space.yaml").write_text(SPACE.lstrip())
+    adamw = {"optimizer": "adamw", "optimizer.adamw.weight_decay": 1e-3}
+    base = {"backbone": "resnet18", "weights": "none", "head_hidden": 0, **adamw}
+    for i, lr in enumerate([1e-3, 3e-3, 1e-2]):
+        _trial(sweep / "tune", f"t{i}", {**base, "lr": lr}, [0.5, 0.9])
+    space = load_space(sweep / "space.yaml")
+    frame = build_leaderboard(sweep, finished=True)
+    with pytest.raises(ValueError, match="same best val_accuracy"):
+        parameter_importance(frame, space)
+    monkeypatch.setattr("search.plots._curves", lambda *args: 1 / 0)
+    paths = plot_sweep(sweep, frame, space)
+    assert [p.name for p in paths] == [f"{name}.png" for name in PLOTS]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.size == (1080, 660), path.name
+    assert "plot learning_curves failed" in caplog.text
