@@ -40,11 +40,8 @@ def describe(space: Space) -> list[str]:
         "backbone stages (frozen_depth counts these; all = every one): "
         + ", ".join(f"{b} {stage_count(b, space.data.image_size)}" for b in backbones)
     )
-    resized = [
-        f"{b} at {input_size(b, space.data.image_size)} px"
-        for b in backbones
-        if input_size(b, space.data.image_size) != space.data.image_size
-    ]
+    sizes = {b: input_size(b, space.data.image_size) for b in backbones}
+    resized = [f"{b} at {size} px" for b, size in sizes.items() if size != space.data.image_size]
     if resized:
         lines.append(
             f"resized on the device from image_size {space.data.image_size}: " + ", ".join(resized)

@@ -319,8 +319,7 @@ def family_of(backbone: str) -> Family | None:
 
 def supported_backbones() -> list[str]:
     """Every torchvision image-classification model that has a family here."""
-    names = torchvision.models.list_models(module=torchvision.models)
-    return [n for n in names if family_of(n) is not None]
+    return [n for n in sorted(_torchvision_models()) if family_of(n) is not None]
 
 
 def input_size(backbone: str, image_size: int) -> int:
@@ -472,7 +471,7 @@ def stage_count(backbone: str, image_size: int = 224) -> int:
     family = _known(backbone)
     if family.count is not None:
         return family.count
-    return len(_known(backbone).stages(_skeleton(backbone, input_size(backbone, image_size))))
+    return len(family.stages(_skeleton(backbone, input_size(backbone, image_size))))
 
 
 def stage_table() -> list[tuple[str, str, str, str]]:
