@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/mypy search trainables
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/epoch_overhead.py
+	$(BIN)/python -m benchmarks.bench
 
 bench-frozen: $(STAMP)
 	$(BIN)/python benchmarks/frozen_depth.py

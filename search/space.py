@@ -18,7 +18,9 @@ import yaml
 from search._yaml import LocatedDict, as_number, load_yaml, plain
 from search.checks import check_data, check_models, check_resources, start_point
 from search.params import Located, Param, parse_params, resolve
+from trainables.cache import parse_budget
 from trainables.data import Split, build_split
+from trainables.errors import UserError
 from trainables.hparams import METRICS
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
@@ -35,6 +37,7 @@ class DataSpec:
     test_fraction: float = 0.15
     seed: int = 0
     bad_files: str = "skip"  # unreadable images, non-image files: skip (warn) or fail
+    cache_budget: int | None = None  # bytes of decoded images to cache per node; None: half the RAM
 
     def split(self) -> pd.DataFrame:
         """Every image with its label and split (train/val/test), stratified and seeded."""
@@ -60,6 +63,7 @@ class TrialSpec:
     mode: str = "max"
     precision: str = "bf16"
     max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
+    compile: bool = False  # torch.compile each trial's model
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class SearchSpec:
 class ResourcesSpec:
     cpus: float = 1.0
     gpus: float = 0.0
+    reuse_actors: bool = True  # a finished trial's worker process runs the next trial
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
             "test_fraction": float,
             "seed": int,
             "bad_files": str,
+            "cache_budget": "size",
         },
     ),
     "trial": _fields(
@@ -140,6 +146,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
             "mode": str,
             "precision": str,
             "max_failures": int,
+            "compile": bool,
         },
     ),
     "search": {
@@ -152,7 +159,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
         "scheduler": (dict, {}),
         "finalists": (int, 3),
     },
-    "resources": _fields(ResourcesSpec, {"cpus": float, "gpus": float}),
+    "resources": _fields(ResourcesSpec, {"cpus": float, "gpus": float, "reuse_actors": bool}),
     "scheduler": _fields(
         SchedulerSpec, {"type": str, "grace_period": int, "reduction_factor": float}
     ),
@@ -237,8 +244,13 @@ def _typed(value: Any, kind: Any, mapping: Any, key: str, loc: Located, path: st
         return number
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if kind in (str, list, dict) and isinstance(value, kind):
+    if kind in (str, list, dict, bool) and isinstance(value, kind):
         return value
+    if kind == "size":
+        try:
+            return parse_budget(value, path)
+        except UserError as error:
+            raise loc.error(mapping, key, path, error.message) from None
     if kind == "duration":
         seconds = as_number(value)
         if seconds is None and isinstance(value, str) and (m := _DURATION.match(value.strip())):
@@ -258,6 +270,7 @@ def _typed(value: Any, kind: Any, mapping: Any, key: str, loc: Located, path: st
         str: "a name",
         list: "a list",
         dict: "a mapping",
+        bool: "true or false",
     }
     raise loc.error(mapping, key, path, f"expected {expected[kind]}, got {value!r}")
 

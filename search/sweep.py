@@ -19,7 +19,7 @@ from search.layout import LEADERBOARD_FILE, SPACE_FILE, SPLIT_FILE, TUNE_DIR
 from search.leaderboard import build_leaderboard, open_sweep, ray_statuses
 from search.space import Space, load_space
 from search.state import add_trials, repair_state
-from search.tuner import build_trainable, build_tuner, trial_setup
+from search.tuner import build_trainable, build_tuner, prepare_data, trial_setup
 from trainables.data import write_split
 from trainables.errors import UserError
 from trainables.scan import SCAN_FILE, problems_frame
@@ -86,8 +86,10 @@ def run_sweep(
     space, sweep_dir = prepare_sweep(
         Path(space_file or DEFAULT_SPACE), Path(results), overrides or {}
     )
+    setup = trial_setup(space, sweep_dir)
+    prepare_data(setup)
     _start_ray(address)
-    return _fit(build_tuner(space, sweep_dir, trial_setup(space, sweep_dir)), sweep_dir)
+    return _fit(build_tuner(space, sweep_dir, setup), sweep_dir)
 
 
 def resume_sweep(
@@ -131,10 +133,12 @@ def resume_sweep(
         extended = load_space(sweep_dir / SPACE_FILE, {"search.num_samples": total})
         extended.dump(sweep_dir / SPACE_FILE)
         log.info("adding %d trials: the sweep now plans %d", add, total)
+    setup = trial_setup(space, sweep_dir)
+    prepare_data(setup)  # nothing to do when the cache from the first run is there
     _start_ray(address)
     tuner = tune.Tuner.restore(
         str(tune_dir),
-        build_trainable(space, trial_setup(space, sweep_dir)),
+        build_trainable(space, setup),
         resume_unfinished=True,
         resume_errored=retry_errored,
     )

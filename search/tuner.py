@@ -17,6 +17,8 @@ from search.layout import SPLIT_FILE, TUNE_DIR
 from search.sampling import DefineByRun, build_sampler
 from search.space import Space
 from search.state import StateBackup
+from trainables.cache import ensure_cache, plan_cache
+from trainables.data import item_decoder, read_split
 from trainables.finetune import TrialSetup, tune_trainable
 from trainables.hparams import EPOCH, REPORTED_AT
 
@@ -27,16 +29,38 @@ CHECKPOINTS_KEPT = 2  # the best ones by the sweep's metric; Ray also keeps the 
 
 def trial_setup(space: Space, sweep_dir: Path) -> TrialSetup:
     """The settings every trial of a sweep shares."""
+    split_csv = (sweep_dir / SPLIT_FILE).resolve()
+    data_root = str(Path(space.data.path).resolve()) if space.data.path else None
     return TrialSetup(
-        split_csv=str((sweep_dir / SPLIT_FILE).resolve()),
-        data_root=str(Path(space.data.path).resolve()) if space.data.path else None,
+        split_csv=str(split_csv),
+        data_root=data_root,
         image_size=space.data.image_size,
         max_epochs=space.trial.max_epochs,
         batch_size=space.trial.batch_size,
         precision=space.trial.precision,
         seed=space.search.seed,
         cpus=space.resources.cpus,
+        cache=plan_cache(
+            split_csv, data_root, space.data.image_size, sweep_dir, space.data.cache_budget
+        ),
+        compile=space.trial.compile,
     )
+
+
+def prepare_data(setup: TrialSetup) -> None:
+    """Decodes the sweep's images into this node's cache before any trial starts.
+
+    Trials on this machine then map the file without decoding; a resumed
+    sweep finds it done. Over the budget, trials decode from disk instead.
+    """
+    if setup.cache is None:
+        log.info(
+            "the decoded images would exceed data.cache_budget: every trial decodes its "
+            "images from disk each epoch (raise the budget to cache them once)"
+        )
+        return
+    frame = read_split(Path(setup.split_csv))
+    ensure_cache(setup.cache, frame, item_decoder(frame, setup.data_root, setup.image_size))
 
 
 def build_trainable(space: Space, setup: TrialSetup) -> Any:
@@ -68,6 +92,9 @@ def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
             max_concurrent_trials=space.search.max_concurrent,
             time_budget_s=space.search.time_budget_s,
             trial_dirname_creator=_trial_dirname,
+            # A finished trial's worker runs the next one: no new process, no
+            # new CUDA context (the trainable resets everything it sets).
+            reuse_actors=space.resources.reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,

@@ -7,6 +7,7 @@ from collections import Counter
 
 import torch
 
+from search.packing import suggest
 from search.params import walk
 from search.space import Space
 from search.weights import pretrained
@@ -51,7 +52,29 @@ def describe(space: Space) -> list[str]:
         f"on this machine at most {concurrency(space)} trials at once "
         f"(max_concurrent {space.search.max_concurrent})"
     )
+    lines += packing(space, backbones)
     lines += [f"warning: {w}" for w in warnings(space, backbones)]
+    return lines
+
+
+def packing(space: Space, backbones: list[str]) -> list[str]:
+    """Suggested GPU fractions per trial (search/packing.py), and what the space asks for."""
+    memory = None
+    if torch.cuda.is_available():
+        memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+    batch = space.trial.batch_size
+    found = [suggest(b, space.data.image_size, batch, memory) for b in backbones]
+    known = [p for p in found if p is not None]
+    if not known:
+        return []
+    overall = max(p.gpus for p in known)
+    lines = ["packing on a GPU (forward work per step; small trials share a GPU):"]
+    lines += [f"  {p.describe(batch)}" for p in known]
+    lines.append(
+        f"  suggested resources.gpus: {overall:g} (set by the largest model; "
+        f"this file: {space.resources.gpus:g}). Packed trials time-share the GPU; "
+        "CUDA MPS lets their kernels run at once (docs/performance.md)"
+    )
     return lines
 
 

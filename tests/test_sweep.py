@@ -327,3 +327,36 @@ def test_leaderboard_filters(sweep, capsys):
     assert len(shown) >= 1 and (shown["status"] == "stopped_early").all()
     assert main(["leaderboard", str(sweep.sweep_dir), "--status", "finished"]) == 2
     assert main(["leaderboard", str(sweep.sweep_dir), "--sort", "latency_ms", "--top", "2"]) == 0
+
+
+def test_data_decoded_once_and_reused_workers_reset_cleanly(sweep):
+    import dataclasses
+
+    from search.space import load_space
+    from search.tuner import trial_setup
+    from trainables.finetune import train
+    from trainables.hparams import HParams
+
+    tune_dir = sweep.sweep_dir / "tune"
+    results = {
+        p.parent.name: [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+        for p in tune_dir.glob("trial_*/result.json")
+    }
+    # The driver decoded the images into the sweep's cache; no trial decoded any.
+    assert len(list((sweep.sweep_dir / "cache").glob("images-16px-*.u8"))) == 1
+    assert {(r["images_decoded"], r["data"]) for rs in results.values() for r in rs} == {
+        (0, "cache")
+    }
+    # Ray ran later trials in the workers of earlier ones (reuse_actors) ...
+    pids = {name: rs[0]["pid"] for name, rs in results.items()}
+    assert len(set(pids.values())) < len(pids)
+    order = sorted(results, key=lambda name: results[name][0]["started_at"])
+    reused = next(n for i, n in enumerate(order) if pids[n] in {pids[m] for m in order[:i]})
+    # ... and such a trial computes what a fresh process computes for its config.
+    space = load_space(sweep.sweep_dir / "space.yaml")
+    config = json.loads((tune_dir / reused / "params.json").read_text())
+    setup = dataclasses.replace(trial_setup(space, sweep.sweep_dir), max_epochs=1)
+    fresh: list[dict] = []
+    train(HParams.from_mapping(space.hparams(config)), setup, report=lambda m, d: fresh.append(m))
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        assert fresh[0][key] == pytest.approx(results[reused][0][key], rel=1e-6, abs=1e-9)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,21 +117,30 @@ def decode_split(
     """Decodes and resizes every image once; returns classes and one ImageSet per split."""
     classes = classes_of(frame)
     index = {name: i for i, name in enumerate(classes)}
-    digits = _digits_pixels() if frame["path"].str.startswith(_DIGITS_PREFIX).any() else None
+    decode = item_decoder(frame, root, image_size)
     sets: dict[str, ImageSet] = {}
     for split in SPLITS:
         rows = frame[frame["split"] == split]
         if rows.empty:
             continue
-        images = [
-            _digit_image(digits, item, image_size)
-            if item.startswith(_DIGITS_PREFIX) and digits is not None
-            else load_image(Path(root or "") / item, image_size)
-            for item in rows["path"]
-        ]
+        images = [decode(item) for item in rows["path"]]
         labels = torch.tensor([index[label] for label in rows["label"]], dtype=torch.long)
         sets[split] = ImageSet(torch.stack(images), labels)
     return classes, sets
+
+
+def item_decoder(
+    frame: pd.DataFrame, root: str | None, image_size: int
+) -> Callable[[str], torch.Tensor]:
+    """A function from a split.csv path to its uint8 CHW image at ``image_size``."""
+    digits = _digits_pixels() if frame["path"].str.startswith(_DIGITS_PREFIX).any() else None
+
+    def decode(item: str) -> torch.Tensor:
+        if item.startswith(_DIGITS_PREFIX) and digits is not None:
+            return _digit_image(digits, item, image_size)
+        return load_image(Path(root or "") / item, image_size)
+
+    return decode
 
 
 def load_image(path: Path, image_size: int) -> torch.Tensor:

@@ -23,11 +23,12 @@ import numpy as np
 import pyarrow.fs
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from trainables import hparams as hp
-from trainables.augment import TensorImages, build_augmentation
-from trainables.data import decode_split, read_split
+from trainables.augment import build_augmentation
+from trainables.batches import open_splits
+from trainables.cache import CacheFile
+from trainables.data import read_split
 from trainables.faults import (
     TrialOutOfMemoryError,
     maybe_inject,
@@ -35,7 +36,7 @@ from trainables.faults import (
     release_memory,
 )
 from trainables.hparams import HParams
-from trainables.loop import build_mix, evaluate, measure_speed, train_epoch
+from trainables.loop import build_mix, evaluate_batches, measure_speed, train_epoch
 from trainables.models import build_model
 from trainables.optim import WeightEMA, build_optimizer, build_scheduler
 
@@ -59,6 +60,8 @@ class TrialSetup:
     precision: str = "bf16"
     seed: int = 0
     cpus: float = 1.0
+    cache: CacheFile | None = None  # None: decode from disk every epoch (over the budget)
+    compile: bool = False  # torch.compile the model (worth it for long trials only)
 
 
 def tune_trainable(
@@ -119,14 +122,16 @@ def train(
     amp_dtype, scaler = _precision(setup.precision, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
 
-    classes, sets = decode_split(
-        read_split(Path(setup.split_csv)), setup.data_root, setup.image_size
+    classes, splits, decoded = open_splits(
+        read_split(Path(setup.split_csv)),
+        setup.data_root,
+        setup.image_size,
+        setup.cache,
+        pin=device.type == "cuda",
+        workers=max(0, int(setup.cpus) - 1),  # decoders, when the data set is not cached
     )
-    train_set = TensorImages(
-        sets["train"].images,
-        sets["train"].labels,
-        build_augmentation(hparams.augmentation, setup.image_size),
-    )
+    train_set, val = splits["train"], splits["val"]
+    augment = build_augmentation(hparams.augmentation, setup.image_size)
     model = build_model(
         hparams.backbone,
         len(classes),
@@ -138,6 +143,8 @@ def train(
     ).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if setup.compile:
+        model.compile()  # in place: the state dict keeps its keys
     unfreezes = hparams.unfreeze_at > 0 and model.frozen_depth > 0
     optimizer = build_optimizer(
         model,
@@ -181,39 +188,34 @@ def train(
         model, setup.image_size, device, batch_size=setup.batch_size, amp_dtype=amp_dtype
     )
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    val = sets["val"]
     while epoch < setup.max_epochs:
         if unfreezes and model.frozen_depth and epoch + 1 >= hparams.unfreeze_at:
             log.info("epoch %d: unfreezing the frozen stages", epoch + 1)
             model.unfreeze()
         tic = time.perf_counter()
-        loader = DataLoader(
-            train_set,
-            batch_size=setup.batch_size,
-            shuffle=True,
-            drop_last=len(train_set) > setup.batch_size,
+        batches = train_set.batches(
+            setup.batch_size,
             generator=torch.Generator().manual_seed(setup.seed * 100_003 + epoch),
-            pin_memory=device.type == "cuda",
+            drop_last=len(train_set) > setup.batch_size,
         )
         train_loss = train_epoch(
             model,
-            loader,
+            batches,
             optimizer,
             scheduler,
             loss_fn,
             device,
             amp_dtype=amp_dtype,
             scaler=scaler,
+            augment=augment,
             mix=mix,
             grad_clip=hparams.grad_clip,
             after_step=None if ema is None else lambda: ema.update(model),
         )
-        scores = evaluate(
+        scores = evaluate_batches(
             model if ema is None else ema.module,  # with EMA on, the average is what is kept
-            val.images,
-            val.labels,
+            val.batches(2 * setup.batch_size),
             device,
-            batch_size=2 * setup.batch_size,
             amp_dtype=amp_dtype,
         )
         epoch += 1
@@ -232,6 +234,8 @@ def train(
             hp.LATENCY_MS: latency_ms,
             hp.THROUGHPUT: throughput,
             hp.DEVICE: device_name,
+            hp.IMAGES_DECODED: decoded,
+            hp.DATA: "cache" if setup.cache is not None else "stream",
             hp.REPORTED_AT: time.time(),
         }
         with tempfile.TemporaryDirectory() as directory:

@@ -24,6 +24,8 @@ PARAMS = "params"
 LATENCY_MS = "latency_ms"  # inference, milliseconds per image at batch 1
 THROUGHPUT = "throughput"  # inference, images per second at the trial's batch size
 DEVICE = "device"  # what the trial trained (and was timed) on
+IMAGES_DECODED = "images_decoded"  # decoded by this trial's (re)start itself: 0 = shared cache
+DATA = "data"  # cache (decoded once per node) or stream (decoded every epoch)
 
 #: Metrics a sweep may optimise, with their natural direction.
 METRICS: dict[str, str] = {VAL_ACCURACY: "max", VAL_LOSS: "min", VAL_F1_MACRO: "max"}

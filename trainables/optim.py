@@ -66,7 +66,13 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, fused=on_cuda or None)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+        return torch.optim.SGD(
+            groups,
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov and momentum > 0,
+            fused=on_cuda or None,
+        )
     raise ValueError(f"unknown optimizer {name!r}")
 
 
