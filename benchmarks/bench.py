@@ -298,6 +298,8 @@ def _summary(results: pd.DataFrame, tic: float, args, train_seconds: str) -> dic
         "epochs_trained": int(last["epoch"].sum()),
         "best_val_accuracy": float(results["val_accuracy"].max()),
         "utilization": busy / (args.concurrency * span) if span > 0 else None,
+        # from the command's start until the first trial's trainable began (Ray's clock)
+        "first_trial_start_s": float((results["timestamp"] - results["time_total_s"]).min() - tic),
         "_results": results,
         "_started": tic,
     }
