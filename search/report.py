@@ -153,9 +153,40 @@ def _cost(frame: pd.DataFrame, space: Space) -> list[str]:
         f"{space.trial.max_epochs} epochs would take ({epochs / max(1, budget):.0%}); "
         "the rest were saved by early stopping.",
     ]
+    use = slot_utilization(frame)
+    if use is not None:
+        lines.append(
+            f"- Slot utilization: {use[0]:.0%} of {use[1]} trial slot{'s' if use[1] > 1 else ''} "
+            "x the wall time above was spent in trials' epochs (the rest: trial starts, "
+            "checkpoints, slots idle at the end)."
+        )
     if "failures" in frame and frame["failures"].fillna(0).sum():
         lines.append(f"- Trial failures retried from a checkpoint: {int(frame['failures'].sum())}.")
     return lines
+
+
+def slot_utilization(frame: pd.DataFrame) -> tuple[float, int] | None:
+    """(share of slot-time spent in epochs, slots), slots being the most trials that overlapped.
+
+    From each trial's start to its last report; None without those columns.
+    """
+    if not {"started_at", "ended_at", "train_seconds"} <= set(frame.columns):
+        return None
+    spans = frame[["started_at", "ended_at", "train_seconds"]].dropna()
+    if spans.empty:
+        return None
+    events = sorted(
+        [(t, 1) for t in spans["started_at"]] + [(t, -1) for t in spans["ended_at"]],
+        key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
+    )
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    wall = float(spans["ended_at"].max() - spans["started_at"].min())
+    if wall <= 0 or peak == 0:
+        return None
+    return float(spans["train_seconds"].sum()) / (peak * wall), peak
 
 
 def _settings(sweep_dir: Path, space: Space) -> list[str]:

@@ -295,3 +295,20 @@ def test_validate_suggests_a_packing(write_space):
     """
     lines = "\n".join(describe(load_space(write_space(text))))
     assert "resnet18 at 64 px, batch 64" in lines and "suggested resources.gpus: 0.25" in lines
+
+
+def test_slot_utilization():
+    import pandas as pd
+
+    from search.report import slot_utilization
+
+    # two slots: a and b overlap, c follows a; 24 s of epochs in 2 slots x 15 s
+    frame = pd.DataFrame(
+        {
+            "started_at": [0.0, 1.0, 10.0],
+            "ended_at": [10.0, 15.0, 15.0],
+            "train_seconds": [9.0, 10.0, 5.0],
+        }
+    )
+    assert slot_utilization(frame) == (pytest.approx(24 / 30), 2)
+    assert slot_utilization(frame.drop(columns="ended_at")) is None

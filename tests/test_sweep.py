@@ -261,6 +261,7 @@ def test_plots_and_report_are_written(sweep):
     assert "## Finalists on the test split" in report
     assert sweep.leaderboard.iloc[0]["trial_id"] in report
     assert "Epochs trained:" in report
+    assert "of 2 trial slots x the wall time" in report  # max_concurrent 2, both used
 
 
 def test_image_folder_evaluate_and_predict(sweep, tmp_path, capsys):
