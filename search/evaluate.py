@@ -71,7 +71,13 @@ def test_finalists(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[d
             continue
         if test is None:  # decoded once, for the first finalist not tested before
             test = test_set(split, space)
-        network, _, meta = checkpoint_network(space, Path(checkpoint), len(classes_of(split)))
+        try:
+            network, _, meta = checkpoint_network(space, Path(checkpoint), len(classes_of(split)))
+        except Exception as error:  # a damaged checkpoint costs its finalist, not the sweep
+            log.warning(
+                "finalist %s not tested: %s cannot be read (%s)", trial_id, checkpoint, error
+            )
+            continue
         device = default_device()
         scores = evaluate(network.to(device), *test, device)
         tested[trial_id] = {"checkpoint": checkpoint, "epoch": meta["epoch"], "test": scores}

@@ -108,8 +108,8 @@ def test_resume_after_interruption(tmp_path, how):
         # Ray's saved state, not the snapshot taken before the signal, says where
         # it resumes: a trial may report once more while the driver shuts down.
         new = after[trial][epoch:]
-        if trial == damaged_trial:  # its newest checkpoint was damaged: an earlier one
-            assert 1 < new[0] <= epoch, (saved, before, after)
+        if trial == damaged_trial:  # its checkpoint was damaged: another one, never epoch 0
+            assert new[0] > 1, (saved, before, after)
         else:  # from its checkpoint, not from epoch 0: the counter never restarts at 1
             assert new[0] == epoch + 1, (saved, before, after)
 

@@ -115,3 +115,13 @@ def test_no_readable_checkpoint_fails_the_trial_naming_the_file(tmp_path):
     _checkpoint(trial, 0, good=False)
     with pytest.raises(RuntimeError, match=r"checkpoint_000000/state.pt cannot be read.*cannot"):
         load_state_or_earlier(trial / "checkpoint_000000")
+
+
+def test_with_no_earlier_checkpoint_a_later_one_is_used(tmp_path, caplog):
+    # Ray's saved state lagged behind a kill: it points at checkpoint_000001,
+    # which is damaged, and checkpoint_000000 was already deleted (num_to_keep).
+    trial = tmp_path / "trial_z"
+    _checkpoint(trial, 1, good=False)
+    _checkpoint(trial, 2, good=True)
+    assert load_state_or_earlier(trial / "checkpoint_000001")["epoch"] == 3
+    assert "continuing from the later checkpoint_000002" in caplog.text

@@ -269,7 +269,8 @@ def load_state_or_earlier(directory: Path) -> dict[str, Any]:
     """The checkpoint's state; if it is damaged or gone, the newest good earlier one.
 
     A trial resumes from an earlier epoch (and trains the lost ones again)
-    rather than from scratch; with no readable checkpoint at all it fails,
+    rather than from scratch; with no earlier one, from a later one that Ray's
+    lagging saved state did not know of yet; with no readable checkpoint it fails,
     naming the file, instead of silently starting over.
     """
     try:
@@ -277,20 +278,23 @@ def load_state_or_earlier(directory: Path) -> dict[str, Any]:
     except Exception as exc:  # truncated zip, missing file, bad pickle opcode...
         problem = f"{directory / STATE_FILE} cannot be read ({type(exc).__name__}: {exc})"
     epoch = _checkpoint_number(directory)
+    others = [p for p in directory.parent.glob("checkpoint_*") if p != directory]
     earlier = sorted(
-        (p for p in directory.parent.glob("checkpoint_*") if _checkpoint_number(p) < epoch),
-        key=_checkpoint_number,
-        reverse=True,
+        (p for p in others if _checkpoint_number(p) < epoch), key=_checkpoint_number, reverse=True
     )
-    for candidate in earlier:
+    # After a kill, Ray's saved state can lag behind the checkpoints on disk
+    # (it saves every few seconds): a later one, already kept, is better than none.
+    later = sorted((p for p in others if _checkpoint_number(p) > epoch), key=_checkpoint_number)
+    for candidate in [*earlier, *later]:
         try:
             state = load_state(candidate)
         except Exception:
             continue
-        log.warning("%s; continuing from the earlier %s instead", problem, candidate.name)
+        which = "earlier" if _checkpoint_number(candidate) < epoch else "later"
+        log.warning("%s; continuing from the %s %s instead", problem, which, candidate.name)
         return state
     raise RuntimeError(
-        f"{problem}, and no earlier checkpoint of this trial can be read; "
+        f"{problem}, and no other checkpoint of this trial can be read; "
         "the trial cannot continue (delete its folder to start it again)"
     )
 
