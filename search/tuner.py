@@ -60,7 +60,7 @@ def prepare_data(setup: TrialSetup) -> None:
         )
         return
     frame = read_split(Path(setup.split_csv))
-    ensure_cache(setup.cache, frame, item_decoder(frame, setup.data_root, setup.image_size))
+    ensure_cache(setup.cache, frame, item_decoder(setup.data_root, setup.image_size))
 
 
 def build_trainable(space: Space, setup: TrialSetup) -> Any:

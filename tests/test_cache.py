@@ -34,7 +34,7 @@ def folder_split(tmp_path) -> tuple[Path, Path]:
 def _build(cache_path: str, key: str, count: int, root: str, split_csv: str, queue) -> None:
     frame = read_split(Path(split_csv))
     cache = CacheFile(cache_path, key, count, 16)
-    queue.put(ensure_cache(cache, frame, item_decoder(frame, root, 16)))
+    queue.put(ensure_cache(cache, frame, item_decoder(root, 16)))
 
 
 def test_cache_is_built_once_by_concurrent_trials_and_mapped(folder_split):
@@ -87,12 +87,7 @@ def test_second_trial_does_not_decode_again(folder_split, monkeypatch):
     # A cache cut off mid-build (no sidecar) is built again, not trusted.
     Path(cache.path).with_suffix(".json").unlink()
     assert not cache.is_complete()
-    assert (
-        ensure_cache(
-            cache, read_split(split_csv), item_decoder(read_split(split_csv), str(root), 16)
-        )
-        == 36
-    )
+    assert ensure_cache(cache, read_split(split_csv), item_decoder(str(root), 16)) == 36
 
 
 def test_over_budget_streams_from_disk_with_the_same_result(folder_split):

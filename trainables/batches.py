@@ -117,7 +117,7 @@ def open_splits(
     classes = classes_of(frame)
     index = {name: i for i, name in enumerate(classes)}
     labels = torch.tensor([index[label] for label in frame["label"]], dtype=torch.long)
-    decode = item_decoder(frame, root, image_size)
+    decode = item_decoder(root, image_size)
     decoded = 0
     images = None
     if cache is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -113,7 +114,7 @@ def plan_cache(
 ) -> CacheFile | None:
     """The cache a sweep's trials share, or None when it exceeds the memory budget."""
     content = split_csv.read_bytes()
-    count = max(0, len(pd.read_csv(split_csv, usecols=["path"])))
+    count = len(pd.read_csv(io.BytesIO(content), usecols=["path"]))
     if image_bytes(count, image_size) > memory_budget(budget):
         return None
     key = hashlib.sha256(content + f"\0{data_root or ''}\0{image_size}".encode()).hexdigest()[:16]

@@ -8,6 +8,7 @@ Each trial process decodes and resizes its images once into uint8 tensors
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -117,7 +118,7 @@ def decode_split(
     """Decodes and resizes every image once; returns classes and one ImageSet per split."""
     classes = classes_of(frame)
     index = {name: i for i, name in enumerate(classes)}
-    decode = item_decoder(frame, root, image_size)
+    decode = item_decoder(root, image_size)
     sets: dict[str, ImageSet] = {}
     for split in SPLITS:
         rows = frame[frame["split"] == split]
@@ -129,15 +130,12 @@ def decode_split(
     return classes, sets
 
 
-def item_decoder(
-    frame: pd.DataFrame, root: str | None, image_size: int
-) -> Callable[[str], torch.Tensor]:
+def item_decoder(root: str | None, image_size: int) -> Callable[[str], torch.Tensor]:
     """A function from a split.csv path to its uint8 CHW image at ``image_size``."""
-    digits = _digits_pixels() if frame["path"].str.startswith(_DIGITS_PREFIX).any() else None
 
     def decode(item: str) -> torch.Tensor:
-        if item.startswith(_DIGITS_PREFIX) and digits is not None:
-            return _digit_image(digits, item, image_size)
+        if item.startswith(_DIGITS_PREFIX):
+            return _digit_image(_digits_pixels(), item, image_size)
         return load_image(Path(root or "") / item, image_size)
 
     return decode
@@ -179,6 +177,7 @@ def _digits_items() -> pd.DataFrame:
     )
 
 
+@functools.cache  # once per process: every trial a reused worker runs shares it
 def _digits_pixels() -> np.ndarray:
     from sklearn.datasets import load_digits
 
