@@ -25,6 +25,10 @@ OVERRIDES = {
     "cpus_per_trial": "resources.cpus",
 }
 
+ADDRESS_HELP = (
+    "an existing Ray cluster's head, HOST:6379 (default: RAY_ADDRESS, else start Ray locally)"
+)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -47,7 +51,13 @@ def _run(args: argparse.Namespace) -> int:
         for flag, key in OVERRIDES.items()
         if getattr(args, flag) is not None
     }
-    result = run_sweep(args.space, results=args.results, overrides=overrides, address=args.address)
+    result = run_sweep(
+        args.space,
+        results=args.results,
+        overrides=overrides,
+        address=args.address,
+        storage=args.storage,
+    )
     return _report(result)
 
 
@@ -55,7 +65,11 @@ def _resume(args: argparse.Namespace) -> int:
     from search.sweep import resume_sweep
 
     result = resume_sweep(
-        args.sweep, retry_errored=args.retry_errored, add=args.add, address=args.address
+        args.sweep,
+        retry_errored=args.retry_errored,
+        add=args.add,
+        address=args.address,
+        results=args.results,
     )
     return _report(result)
 
@@ -92,7 +106,7 @@ def _report(result: SweepResult) -> int:
 def _status(args: argparse.Namespace) -> int:
     from search.status import describe_status
 
-    print("\n".join(describe_status(Path(args.sweep))))
+    print("\n".join(describe_status(_sweep(args.sweep))))
     return 0
 
 
@@ -129,7 +143,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
         render,
     )
 
-    sweep_dir = Path(args.sweep)
+    sweep_dir = _sweep(args.sweep)
     space = open_sweep(sweep_dir)
     finished = (sweep_dir / "leaderboard.csv").is_file()
     frame = build_leaderboard(sweep_dir, finished=finished)
@@ -166,7 +180,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from search.export import export_trial
 
-    out = export_trial(Path(args.sweep), Path(args.out), args.trial)
+    out = export_trial(_sweep(args.sweep), Path(args.out), args.trial)
     print(f"exported to {out}")
     print(f"load it with: from search import load_model; model = load_model('{out}')")
     return 0
@@ -215,9 +229,16 @@ def _predict(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from search.sweep import redraw
 
-    for path in redraw(args.sweep):
+    for path in redraw(_sweep(args.sweep)):
         print(path)
     return 0
+
+
+def _sweep(location: str) -> Path:
+    """RESULTS/NAME; a sweep on object storage (s3://...) is copied to results/NAME first."""
+    from search.storage import local_sweep
+
+    return local_sweep(location, Path("results"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -233,7 +254,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("space", nargs="?", help="search-space YAML (default: spaces/quickstart.yaml)")
     run.add_argument("--results", default="results", help="folder of sweeps (default: results/)")
-    run.add_argument("--address", help="an existing Ray cluster (default: start Ray locally)")
+    run.add_argument("--address", help=ADDRESS_HELP)
+    run.add_argument(
+        "--storage",
+        help="shared storage for a cluster: a folder every node mounts, or s3://, gs:// "
+        "(Ray's experiment, checkpoints and the best model go to STORAGE/NAME)",
+    )
     run.add_argument("--name", help="the sweep's folder name under --results")
     run.add_argument("--num-samples", type=int, help="number of trials")
     run.add_argument("--max-concurrent", type=int, help="trials running at once")
@@ -248,7 +274,7 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an interrupted sweep",
         description="Continue an interrupted sweep. Example: ftsweep resume results/quickstart",
     )
-    resume.add_argument("sweep", help="RESULTS/NAME")
+    resume.add_argument("sweep", help="RESULTS/NAME, or STORAGE/NAME (a path or a URI)")
     resume.add_argument(
         "--retry-errored", action="store_true", help="run errored trials again from checkpoints"
     )
@@ -260,7 +286,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run N more trials than planned (also on a finished sweep), sampled with all "
         "earlier results in Optuna's history",
     )
-    resume.add_argument("--address", help="an existing Ray cluster (default: start Ray locally)")
+    resume.add_argument("--address", help=ADDRESS_HELP)
+    resume.add_argument(
+        "--results",
+        default="results",
+        help="where a sweep resumed from a URI keeps its files (default: results/)",
+    )
     resume.set_defaults(command=_resume)
 
     status = commands.add_parser(

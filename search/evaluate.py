@@ -30,6 +30,7 @@ from search.export import (
 from search.layout import FINALISTS_FILE, SPACE_FILE, SPLIT_FILE
 from search.leaderboard import read_finalists
 from search.space import Space, load_space
+from search.storage import local_checkpoint
 from trainables.data import classes_of, decode_split, read_split
 from trainables.errors import UserError
 from trainables.loop import evaluate
@@ -72,7 +73,8 @@ def test_finalists(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[d
         if test is None:  # decoded once, for the first finalist not tested before
             test = test_set(split, space)
         try:
-            network, _, meta = checkpoint_network(space, Path(checkpoint), len(classes_of(split)))
+            local = local_checkpoint(sweep_dir, Path(checkpoint))
+            network, _, meta = checkpoint_network(space, local, len(classes_of(split)))
         except Exception as error:  # a damaged checkpoint costs its finalist, not the sweep
             log.warning(
                 "finalist %s not tested: %s cannot be read (%s)", trial_id, checkpoint, error

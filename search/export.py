@@ -18,6 +18,7 @@ from torch import nn
 from search.layout import SPLIT_FILE
 from search.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
 from search.space import Space
+from search.storage import local_checkpoint
 from trainables.augment import MEAN, STD
 from trainables.data import classes_of, decode_split, load_image, prepare_image, read_split
 from trainables.errors import UserError
@@ -64,7 +65,7 @@ def export_trial(
                 str(sweep_dir),
             )
         row = match.iloc[0]
-    checkpoint = Path(row["checkpoint"])
+    checkpoint = local_checkpoint(sweep_dir, Path(row["checkpoint"]))
     split = read_split(sweep_dir / SPLIT_FILE)
     network, hparams, meta = checkpoint_network(space, checkpoint, len(classes_of(split)))
 

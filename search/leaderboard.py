@@ -11,9 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from search.layout import FINALISTS_FILE, SPACE_FILE, TUNE_DIR
+from search.layout import FINALISTS_FILE, SPACE_FILE
 from search.params import walk
 from search.space import Space, load_space
+from search.storage import tune_dir
 from trainables import hparams as hp
 from trainables.errors import UserError
 from trainables.finetune import META_FILE
@@ -30,6 +31,7 @@ LOWER_IS_BETTER = (
     "failures",
 )
 FORMATS = ("table", "csv", "markdown", "json")
+NODE_IP = "node_ip"  # Ray adds it to every result
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def open_sweep(sweep_dir: Path) -> Space:
 
 def read_trials(sweep_dir: Path) -> list[TrialRecord]:
     records = []
-    for path in sorted((sweep_dir / TUNE_DIR).glob("trial_*")):
+    for path in sorted(tune_dir(sweep_dir).glob("trial_*")):
         if not path.is_dir():
             continue
         config = _read_json(path / "params.json") or {}
@@ -101,7 +103,7 @@ def ray_trials(sweep_dir: Path) -> dict[str, tuple[str, int]]:
     state yet; callers fall back to what the trial folders say.
     """
     # Named by the start time of each run or resume; their mtimes tie after a sync.
-    states = sorted((sweep_dir / TUNE_DIR).glob("experiment_state-*.json"))
+    states = sorted(tune_dir(sweep_dir).glob("experiment_state-*.json"))
     data = _read_json(states[-1]) if states else None
     trials = {}
     for entry in (data or {}).get("trial_data", []):
@@ -172,6 +174,8 @@ def _column_order(space: Space, frame: pd.DataFrame) -> list[str]:
         "latency_ms",
         "throughput",
         "device",
+        NODE_IP,
+        hp.NODE_ID,
         "failures",
         "error",
         "checkpoint",
@@ -228,6 +232,8 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "json":
         return frame.to_json(orient="records", indent=2, double_precision=15)
     shown = frame.drop(columns=["checkpoint", "started_at", "ended_at"], errors="ignore")
+    if hp.NODE_ID in shown:  # 56 hex digits; the first 12 tell nodes apart, as `ray status`
+        shown[hp.NODE_ID] = shown[hp.NODE_ID].str[:12]
     shown = shown.astype(object).where(shown.notna(), "")
     shown = shown.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
     if fmt == "markdown":
@@ -266,10 +272,10 @@ def _row(
         row["train_seconds"] = round(float(history[hp.TRAIN_SECONDS].iloc[-1]), 2)
         row["gpu_seconds"] = round(row["train_seconds"] * space.resources.gpus, 2)
         row["params"] = int(history[hp.PARAMS].iloc[-1])
-        for name in (hp.LATENCY_MS, hp.THROUGHPUT, hp.DEVICE):
+        for name in (hp.LATENCY_MS, hp.THROUGHPUT, hp.DEVICE, NODE_IP, hp.NODE_ID):
             if name in history and history[name].notna().any():
                 value = history[name].dropna().iloc[-1]
-                row[name] = round(float(value), 3) if name != hp.DEVICE else str(value)
+                row[name] = str(value) if isinstance(value, str) else round(float(value), 3)
         row["started_at"] = float(history[hp.STARTED_AT].iloc[0])
         row["ended_at"] = float(history["timestamp"].iloc[-1]) if "timestamp" in history else None
     # Up to trial.max_failures of them, Ray restarts the trial from its last checkpoint.

@@ -217,3 +217,37 @@ def add_trials(tune_dir: Path, count: int) -> int:
     fresh.write_bytes(cloudpickle.dumps(state))
     fresh.replace(path)
     return int(state["total_samples"])
+
+
+def rebase_search_state(tune_dir: Path) -> bool:
+    """Points the trials a resumed search will create at where the experiment is now.
+
+    Ray re-roots the trials it restores to the folder ``Tuner.restore`` is
+    given, but the search generator restores the run's Experiment from its
+    own saved state, with the storage of the first run: a moved or copied
+    experiment would put its new trials in the old folder. The newest saved
+    state gets the current folder (Ray's own file, written back atomically).
+
+    Returns:
+        Whether the state named another folder and was changed.
+    """
+    import pyarrow.fs
+    import ray.cloudpickle as cloudpickle
+
+    session = _newest_session(tune_dir)
+    path = tune_dir / SESSION_FILES["search generator state"].format(session)
+    if session is None or _damage(path):
+        return False
+    state = cloudpickle.loads(path.read_bytes())
+    storage = getattr(state.get("experiment"), "storage", None) if isinstance(state, dict) else None
+    here = tune_dir.resolve()
+    if storage is None or Path(storage.experiment_fs_path) == here:
+        return False
+    storage.storage_filesystem = pyarrow.fs.LocalFileSystem()
+    storage.storage_fs_path = str(here.parent)
+    storage.experiment_dir_name = here.name
+    fresh = path.with_name(f".{path.name}.new")
+    fresh.write_bytes(cloudpickle.dumps(state))
+    fresh.replace(path)
+    log.info("the experiment was moved: new trials go to %s", here)
+    return True

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.layout import LEADERBOARD_FILE, TUNE_DIR
+from search.layout import LEADERBOARD_FILE
 from search.leaderboard import build_leaderboard, open_sweep, ray_statuses
+from search.storage import tune_dir
 
 STATUSES = ("completed", "stopped_early", "running", "pending", "errored")
 
@@ -45,7 +46,7 @@ def describe_status(sweep_dir: Path) -> list[str]:
 
 
 def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> list[str]:
-    states = sorted((sweep_dir / TUNE_DIR).glob("experiment_state-*.json"))
+    states = sorted(tune_dir(sweep_dir).glob("experiment_state-*.json"))
     if not states:
         return ["resumable: no (no Ray Tune state yet); start it with `ftsweep run`"]
     age = time.time() - max(p.stat().st_mtime for p in states)

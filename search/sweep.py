@@ -14,14 +14,27 @@ from typing import Any
 
 import pandas as pd
 
+from search.cluster import check_cluster, start_ray
 from search.export import export_trial, replace_folder
 from search.layout import LEADERBOARD_FILE, SPACE_FILE, SPLIT_FILE, TUNE_DIR
 from search.leaderboard import build_leaderboard, open_sweep, ray_statuses
 from search.space import Space, load_space
-from search.state import add_trials, repair_state
+from search.state import add_trials, rebase_search_state, repair_state
+from search.storage import (
+    STORAGE_FILE,
+    experiment_root,
+    is_uri,
+    local_sweep,
+    push,
+    read_storage,
+    storage_location,
+    stored_sweep,
+    write_storage,
+)
 from search.tuner import build_trainable, build_tuner, prepare_data, trial_setup
 from trainables.data import write_split
 from trainables.errors import UserError
+from trainables.finetune import TrialSetup
 from trainables.scan import SCAN_FILE, problems_frame
 
 log = logging.getLogger(__name__)
@@ -41,23 +54,30 @@ class SweepResult:
     interrupted: bool = False
 
 
-def prepare_sweep(space_file: Path, results: Path, overrides: dict[str, Any]) -> tuple[Space, Path]:
+def prepare_sweep(
+    space_file: Path, results: Path, overrides: dict[str, Any], storage: str | None = None
+) -> tuple[Space, Path]:
     """Validates the space, creates RESULTS/NAME with space.yaml and split.csv."""
     space = load_space(space_file, overrides)
-    sweep_dir = results / space.name
-    if (sweep_dir / TUNE_DIR).exists():
+
+    def taken(name: str) -> bool:
+        folder = results / name
+        stored = storage is not None and stored_sweep(storage_location(storage, name))
+        return stored or (folder / TUNE_DIR).exists() or (folder / STORAGE_FILE).exists()
+
+    if taken(space.name):
+        where = storage_location(storage, space.name) if storage else str(results / space.name)
         if "name" in overrides:
             raise UserError(
                 "a sweep with this name already ran here; choose another --name, "
                 "or move the folder away to start over",
-                str(sweep_dir),
+                where,
             )
         # A rerun of the same file never touches the earlier results.
-        taken = {p.name for p in results.glob(f"{space.name}-*")}
-        suffix = next(i for i in range(2, 10_000) if f"{space.name}-{i}" not in taken)
+        suffix = next(i for i in range(2, 10_000) if not taken(f"{space.name}-{i}"))
+        log.info("%s already holds a sweep; this one goes to %s-%d", where, where, suffix)
         space = load_space(space_file, {**overrides, "name": f"{space.name}-{suffix}"})
-        log.info("%s already holds a sweep; this one goes to %s-%d", sweep_dir, sweep_dir, suffix)
-        sweep_dir = results / space.name
+    sweep_dir = results / space.name
     split = space.data.scan()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     space.dump(sweep_dir / SPACE_FILE)
@@ -73,6 +93,7 @@ def run_sweep(
     results: str | Path = "results",
     overrides: dict[str, Any] | None = None,
     address: str | None = None,
+    storage: str | None = None,
 ) -> SweepResult:
     """Runs a sweep to the end and exports its best trial.
 
@@ -80,16 +101,19 @@ def run_sweep(
         space_file: a search-space YAML file (default: spaces/quickstart.yaml).
         results: the folder that holds RESULTS/NAME.
         overrides: ``{"search.num_samples": 8, ...}``; they replace keys of the file.
-        address: an existing Ray cluster; default: start Ray on this machine
-            (or use the Ray session this process already started).
+        address: an existing Ray cluster (default: ``RAY_ADDRESS``, else start Ray
+            on this machine, or use the Ray session this process already started).
+        storage: a folder every node mounts, or a URI (s3://, gs://): Ray's
+            experiment goes to STORAGE/NAME/tune with the sweep's files beside it.
     """
     space, sweep_dir = prepare_sweep(
-        Path(space_file or DEFAULT_SPACE), Path(results), overrides or {}
+        Path(space_file or DEFAULT_SPACE), Path(results), overrides or {}, storage
     )
-    setup = trial_setup(space, sweep_dir)
-    prepare_data(setup)
-    _start_ray(address)
-    return _fit(build_tuner(space, sweep_dir, setup), sweep_dir)
+    if storage:
+        write_storage(sweep_dir, storage_location(storage, space.name))
+        push(sweep_dir)  # space.yaml and split.csv: enough to resume from anywhere
+    tuner = _connect(space, sweep_dir, address, lambda setup: build_tuner(space, sweep_dir, setup))
+    return _fit(tuner, sweep_dir)
 
 
 def resume_sweep(
@@ -98,6 +122,7 @@ def resume_sweep(
     retry_errored: bool = False,
     add: int = 0,
     address: str | None = None,
+    results: str | Path = "results",
 ) -> SweepResult:
     """Continues an interrupted sweep where it stopped.
 
@@ -106,50 +131,67 @@ def resume_sweep(
     and the sweep still ends after ``num_samples`` trials.
 
     Args:
-        sweep_dir: RESULTS/NAME of the sweep.
+        sweep_dir: RESULTS/NAME of the sweep, or its shared storage STORAGE/NAME
+            (a path or a URI; a URI's sweep files are copied to RESULTS/NAME).
         retry_errored: also run errored trials again, from their last checkpoint.
         add: run this many trials more than the sweep planned (a finished sweep
             too); Optuna proposes them knowing every earlier result.
-        address: an existing Ray cluster; default: start Ray on this machine.
+        address: an existing Ray cluster (default: ``RAY_ADDRESS``, else start
+            Ray on this machine).
+        results: where a sweep resumed from a URI keeps its files.
     """
     from ray import tune
 
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = local_sweep(str(sweep_dir), Path(results))
     space = open_sweep(sweep_dir)
-    tune_dir = (sweep_dir / TUNE_DIR).resolve()
-    if tune_dir.is_dir():
-        repair_state(tune_dir)  # a damaged state file: its last good copy, or a clear error
-    if not tune.Tuner.can_restore(str(tune_dir)):
+    experiment = f"{experiment_root(sweep_dir)}/{TUNE_DIR}"
+    if not is_uri(experiment):
+        experiment = str(Path(experiment).resolve())
+        if Path(experiment).is_dir():  # a damaged state file: its last good copy, or an error
+            repair_state(Path(experiment))
+            rebase_search_state(Path(experiment))  # moved or copied since it ran
+    if not tune.Tuner.can_restore(experiment):
         raise UserError(
             "no Ray Tune experiment state to resume from (the sweep never started its "
             "trials, or tune/ was removed); start it again with `ftsweep run`",
-            str(tune_dir),
+            experiment,
         )
     if add < 0:
         raise UserError(f"--add takes a number of trials >= 1, not {add}", str(sweep_dir))
     if add:
-        total = add_trials(tune_dir, add)
+        if is_uri(experiment):
+            raise UserError(
+                "--add edits the stored experiment state and needs it on a filesystem path; "
+                "resume without --add, or copy STORAGE/NAME to a shared folder first",
+                experiment,
+            )
+        total = add_trials(Path(experiment), add)
         # space.yaml says how many trials the sweep plans (status, leaderboard).
         extended = load_space(sweep_dir / SPACE_FILE, {"search.num_samples": total})
         extended.dump(sweep_dir / SPACE_FILE)
         log.info("adding %d trials: the sweep now plans %d", add, total)
-    setup = trial_setup(space, sweep_dir)
-    prepare_data(setup)  # nothing to do when the cache from the first run is there
-    _start_ray(address)
-    tuner = tune.Tuner.restore(
-        str(tune_dir),
-        build_trainable(space, setup),
-        resume_unfinished=True,
-        resume_errored=retry_errored,
-    )
-    return _fit(tuner, sweep_dir)
+
+    def restore(setup: TrialSetup) -> Any:
+        return tune.Tuner.restore(
+            experiment,
+            build_trainable(space, setup),
+            resume_unfinished=True,
+            resume_errored=retry_errored,
+        )
+
+    return _fit(_connect(space, sweep_dir, address, restore), sweep_dir)
 
 
-def _start_ray(address: str | None) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+def _connect(space: Space, sweep_dir: Path, address: str | None, build: Any) -> Any:
+    """Starts or joins Ray, checks every node, prepares the data; then ``build(setup)``."""
+    on_cluster = bool(address or os.environ.get("RAY_ADDRESS"))
+    shared = read_storage(sweep_dir) is not None
+    setup = trial_setup(space, sweep_dir, node_cache=shared)
+    if not on_cluster:
+        prepare_data(setup)  # decoded once, here, before any trial starts
+    start_ray(address)
+    check_cluster(setup, shared_storage=shared)
+    return build(setup)
 
 
 def _fit(tuner: Any, sweep_dir: Path) -> SweepResult:
@@ -199,6 +241,10 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
     else:
         log.warning("no trial finished an epoch; nothing exported")
     draw_outputs(sweep_dir, frame, space, finalists, best_dir, interrupted=interrupted)
+    try:
+        push(sweep_dir)  # the leaderboard, best/ and the report, beside the experiment
+    except OSError as exc:
+        log.warning("could not copy the sweep's files to its storage: %s", exc)
     return SweepResult(sweep_dir, frame, best_dir, space.trial.metric, interrupted)
 
 

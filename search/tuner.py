@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import optuna
+import pyarrow.fs
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -17,9 +20,10 @@ from search.layout import SPLIT_FILE, TUNE_DIR
 from search.sampling import DefineByRun, build_sampler
 from search.space import Space
 from search.state import StateBackup
-from trainables.cache import ensure_cache, plan_cache
-from trainables.data import item_decoder, read_split
-from trainables.finetune import TrialSetup, tune_trainable
+from search.storage import experiment_root
+from trainables.cache import CACHE_DIR, ensure_cache, plan_cache
+from trainables.data import item_decoder
+from trainables.finetune import TrialSetup, split_frame, tune_trainable
 from trainables.hparams import EPOCH, REPORTED_AT
 
 log = logging.getLogger(__name__)
@@ -27,12 +31,19 @@ log = logging.getLogger(__name__)
 CHECKPOINTS_KEPT = 2  # the best ones by the sweep's metric; Ray also keeps the latest
 
 
-def trial_setup(space: Space, sweep_dir: Path) -> TrialSetup:
-    """The settings every trial of a sweep shares."""
+def trial_setup(space: Space, sweep_dir: Path, *, node_cache: bool = False) -> TrialSetup:
+    """The settings every trial of a sweep shares.
+
+    The split travels with them (workers of a cluster cannot read the
+    driver's results folder). ``node_cache``: each node decodes the images
+    into its own local temporary folder rather than the results folder.
+    """
     split_csv = (sweep_dir / SPLIT_FILE).resolve()
     data_root = str(Path(space.data.path).resolve()) if space.data.path else None
+    cache_dir = node_cache_dir() if node_cache else sweep_dir / CACHE_DIR
     return TrialSetup(
         split_csv=str(split_csv),
+        split_rows=split_csv.read_text(),
         data_root=data_root,
         image_size=space.data.image_size,
         max_epochs=space.trial.max_epochs,
@@ -41,10 +52,15 @@ def trial_setup(space: Space, sweep_dir: Path) -> TrialSetup:
         seed=space.search.seed,
         cpus=space.resources.cpus,
         cache=plan_cache(
-            split_csv, data_root, space.data.image_size, sweep_dir, space.data.cache_budget
+            split_csv, data_root, space.data.image_size, cache_dir, space.data.cache_budget
         ),
         compile=space.trial.compile,
     )
+
+
+def node_cache_dir() -> Path:
+    """The image cache's folder on each node of a cluster: its local temporary disk."""
+    return Path(os.environ.get("FTSWEEP_CACHE_DIR") or Path(tempfile.gettempdir()) / "ftsweep")
 
 
 def prepare_data(setup: TrialSetup) -> None:
@@ -59,7 +75,7 @@ def prepare_data(setup: TrialSetup) -> None:
             "images from disk each epoch (raise the budget to cache them once)"
         )
         return
-    frame = read_split(Path(setup.split_csv))
+    frame = split_frame(setup)
     ensure_cache(setup.cache, frame, item_decoder(setup.data_root, setup.image_size))
 
 
@@ -98,7 +114,8 @@ def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
-            storage_path=str(sweep_dir.resolve()),
+            # RESULTS/NAME, or shared storage every node of a cluster reaches.
+            storage_path=experiment_root(sweep_dir),
             # A failed trial restarts from its last checkpoint, up to this many times.
             failure_config=tune.FailureConfig(max_failures=space.trial.max_failures),
             checkpoint_config=tune.CheckpointConfig(
@@ -149,8 +166,10 @@ class ResumableASHA(ASHAScheduler):
         if not self._rebuilt:
             self._rebuilt = True
             # The experiment folder is known from the trial's creation on (its
-            # own folder is named only later, when it first starts).
-            self.replay(Path(trial.storage.experiment_fs_path))
+            # own folder is named only later, when it first starts): local,
+            # a shared filesystem or object storage, wherever it was moved.
+            storage = trial.storage
+            self.replay(storage.experiment_fs_path, storage.storage_filesystem)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
@@ -161,12 +180,13 @@ class ResumableASHA(ASHAScheduler):
             return TrialScheduler.STOP
         return action
 
-    def replay(self, experiment_dir: Path) -> int:
+    def replay(self, experiment_dir: str | Path, fs: pyarrow.fs.FileSystem | None = None) -> int:
         """Records every stored result in its bracket's rungs; returns how many."""
         results = []
-        for result_file in experiment_dir.glob("trial_*/result.json"):
-            trial_id = result_file.parent.name.removeprefix("trial_")
-            for line in result_file.read_text().splitlines():
+        for trial_id, text in _result_files(
+            str(experiment_dir), fs or pyarrow.fs.LocalFileSystem()
+        ):
+            for line in text.splitlines():
                 try:
                     result = json.loads(line)
                 except ValueError:
@@ -211,6 +231,21 @@ class PruningOptunaSearch(OptunaSearch):
         assert self._ot_study is not None
         self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+def _result_files(root: str, fs: pyarrow.fs.FileSystem) -> list[tuple[str, str]]:
+    """(trial id, text of its result.json) for every trial folder of an experiment."""
+    files = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
+        name = info.path.rstrip("/").rsplit("/", 1)[-1]
+        if info.type != pyarrow.fs.FileType.Directory or not name.startswith("trial_"):
+            continue
+        try:
+            with fs.open_input_stream(f"{info.path}/result.json") as stream:
+                files.append((name.removeprefix("trial_"), stream.read().decode(errors="replace")))
+        except (FileNotFoundError, OSError):
+            continue  # a trial that has not reported yet
+    return files
 
 
 def _trial_dirname(trial: tune.experiment.Trial) -> str:

@@ -110,15 +110,16 @@ def memory_budget(budget: int | None) -> int:
 
 
 def plan_cache(
-    split_csv: Path, data_root: str | None, image_size: int, sweep_dir: Path, budget: int | None
+    split_csv: Path, data_root: str | None, image_size: int, cache_dir: Path, budget: int | None
 ) -> CacheFile | None:
-    """The cache a sweep's trials share, or None when it exceeds the memory budget."""
+    """The cache file (in ``cache_dir``) a sweep's trials share on each node, or None
+    when it exceeds the memory budget."""
     content = split_csv.read_bytes()
     count = len(pd.read_csv(io.BytesIO(content), usecols=["path"]))
     if image_bytes(count, image_size) > memory_budget(budget):
         return None
     key = hashlib.sha256(content + f"\0{data_root or ''}\0{image_size}".encode()).hexdigest()[:16]
-    path = sweep_dir.resolve() / CACHE_DIR / f"images-{image_size}px-{key}.u8"
+    path = cache_dir.resolve() / f"images-{image_size}px-{key}.u8"
     return CacheFile(str(path), key, count, image_size)
 
 

@@ -9,6 +9,7 @@ Each trial process decodes and resizes its images once into uint8 tensors
 from __future__ import annotations
 
 import functools
+import io
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -109,7 +110,13 @@ def read_split(path: Path) -> pd.DataFrame:
         raise UserError(
             "split.csv is missing from the results folder; start a new sweep", str(path)
         )
-    return pd.read_csv(path, dtype={"path": str, "label": str, "split": str})
+    return parse_split(path)
+
+
+def parse_split(source: Path | str) -> pd.DataFrame:
+    """split.csv's rows from its path, or from its text when ``source`` is a str."""
+    handle = io.StringIO(source) if isinstance(source, str) else source
+    return pd.read_csv(handle, dtype={"path": str, "label": str, "split": str})
 
 
 def decode_split(

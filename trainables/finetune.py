@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow.fs
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ from trainables import hparams as hp
 from trainables.augment import build_augmentation
 from trainables.batches import open_splits
 from trainables.cache import CacheFile
-from trainables.data import read_split
+from trainables.data import parse_split, read_split
 from trainables.faults import (
     TrialOutOfMemoryError,
     maybe_inject,
@@ -62,19 +63,31 @@ class TrialSetup:
     cpus: float = 1.0
     cache: CacheFile | None = None  # None: decode from disk every epoch (over the budget)
     compile: bool = False  # torch.compile the model (worth it for long trials only)
+    split_rows: str = ""  # split.csv's text, for workers that cannot read split_csv
+
+
+def split_frame(setup: TrialSetup) -> pd.DataFrame:
+    """The sweep's split: carried in the setup, or read from split.csv."""
+    if setup.split_rows:
+        return parse_split(setup.split_rows)
+    return read_split(Path(setup.split_csv))
 
 
 def tune_trainable(
     config: dict[str, Any], *, setup: TrialSetup, resolve: Callable[[dict], dict]
 ) -> None:
     """Ray Tune function trainable: sampled config in, one report per epoch out."""
+    import ray
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id() or ""
     maybe_inject(trial_id, 0)  # only where a test asked for faults (trainables/faults.py)
 
+    node_id = ray.get_runtime_context().get_node_id()  # Ray adds node_ip, not the id
+
     def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
         maybe_inject(trial_id, metrics[hp.EPOCH])
+        metrics[hp.NODE_ID] = node_id
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     checkpoint = tune.get_checkpoint()
@@ -123,7 +136,7 @@ def train(
     torch.backends.cudnn.benchmark = device.type == "cuda"
 
     classes, splits, decoded = open_splits(
-        read_split(Path(setup.split_csv)),
+        split_frame(setup),
         setup.data_root,
         setup.image_size,
         setup.cache,

@@ -25,6 +25,7 @@ LATENCY_MS = "latency_ms"  # inference, milliseconds per image at batch 1
 THROUGHPUT = "throughput"  # inference, images per second at the trial's batch size
 DEVICE = "device"  # what the trial trained (and was timed) on
 IMAGES_DECODED = "images_decoded"  # decoded by this trial's (re)start itself: 0 = shared cache
+NODE_ID = "node_id"  # the Ray node the trial ran on (its last one, after a move)
 DATA = "data"  # cache (decoded once per node) or stream (decoded every epoch)
 
 #: Metrics a sweep may optimise, with their natural direction.

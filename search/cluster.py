@@ -1,0 +1,157 @@
+"""Joining Ray: a local Ray, or an existing cluster, checked before any trial starts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainables.errors import UserError
+from trainables.faults import INJECT_ENV
+from trainables.finetune import TrialSetup, split_frame
+
+log = logging.getLogger(__name__)
+
+FORWARDED_ENV = (INJECT_ENV,)  # to the workers of a cluster: a test's fault injection
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    ip: str
+    resources: dict[str, float]
+
+
+def start_ray(address: str | None) -> bool:
+    """Starts Ray here, or connects to ``address`` (or ``RAY_ADDRESS``).
+
+    The project's code travels to a cluster's workers in Ray's runtime
+    environment (``py_modules``), so they need the dependencies installed,
+    not ftsweep itself. Returns whether Ray runs on an existing cluster.
+    """
+    import ray
+
+    import search
+    import trainables
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return address is not None
+    runtime_env: dict[str, Any] | None = None
+    if address is not None:
+        env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+        runtime_env = {"py_modules": [search, trainables], "excludes": ["__pycache__"]}
+        if env:
+            runtime_env["env_vars"] = env
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=True,
+            runtime_env=runtime_env,
+        )
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        if address is None:
+            raise
+        raise UserError(
+            f"cannot connect to the Ray cluster at {address} ({exc}); check the head's address "
+            "(`ray status` on the head prints it: HOST:6379), that this machine reaches it, "
+            "and that its Ray version matches this one's",
+            "--address",
+        ) from None
+    return address is not None
+
+
+def alive_nodes() -> list[Node]:
+    """The cluster's live nodes that can run a trial (some CPU or GPU)."""
+    import ray
+
+    return [
+        Node(n["NodeID"], n["NodeManagerAddress"], dict(n["Resources"]))
+        for n in ray.nodes()
+        if n["Alive"] and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)
+    ]
+
+
+def check_cluster(setup: TrialSetup, *, shared_storage: bool) -> list[Node]:
+    """Refuses a multi-node sweep without shared storage, and data some node cannot read.
+
+    Raises:
+        UserError: naming every node that failed and why, before any trial starts.
+    """
+    nodes = alive_nodes()
+    if len(nodes) > 1 and not shared_storage:
+        raise UserError(
+            f"this Ray cluster has {len(nodes)} nodes that can run trials, and trials on other "
+            "nodes cannot write their checkpoints into this machine's results folder; add "
+            "--storage PATH_OR_URI: a folder every node mounts (NFS, Lustre) or object "
+            "storage (s3://bucket/sweeps, gs://bucket/sweeps)",
+            "--storage",
+        )
+    problems = _check_data_on(nodes, setup)
+    if problems:
+        listed = "; ".join(f"node {ip} ({node_id[:12]}): {why}" for node_id, ip, why in problems)
+        raise UserError(
+            f"{len(problems)} of {len(nodes)} nodes cannot read the sweep's data: {listed}. "
+            "Every node must see the data at the same path (mount it there, or copy it to "
+            "the same path on each node), and be able to write its image cache "
+            "(FTSWEEP_CACHE_DIR, default its temporary folder)",
+            setup.data_root or "data.source",
+        )
+    if len(nodes) > 1:
+        log.info("data readable on all %d nodes: %s", len(nodes), ", ".join(n.ip for n in nodes))
+    return nodes
+
+
+def _check_data_on(nodes: list[Node], setup: TrialSetup) -> list[tuple[str, str, str]]:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    frame = split_frame(setup)
+    paths = frame["path"].tolist()
+    sample = sorted({0, len(paths) - 1, *random.Random(0).sample(range(len(paths)), 3)})
+    files = [paths[i] for i in sample if 0 <= i < len(paths)] if setup.data_root else []
+    cache_dir = str(Path(setup.cache.path).parent) if setup.cache else None
+    check = ray.remote(num_cpus=0, max_retries=0)(_readable)
+    pending = {
+        node.node_id: check.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+        ).remote(setup.data_root, files, cache_dir)
+        for node in nodes
+    }
+    problems = []
+    for node in nodes:
+        try:
+            why = ray.get(pending[node.node_id], timeout=120)
+        except Exception as exc:  # the node died, or cannot start a worker
+            why = f"the check could not run there ({type(exc).__name__}: {exc})"
+        if why:
+            problems.append((node.node_id, node.ip, why))
+    return problems
+
+
+def _readable(root: str | None, files: list[str], cache_dir: str | None) -> str | None:
+    """Runs on one node: None when it reads the data and can write the cache, else why not."""
+    if root is not None:
+        if not os.path.isdir(root):
+            return f"{root} is not a folder there"
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                with open(path, "rb") as handle:
+                    handle.read(16)
+            except OSError as exc:
+                return f"cannot read {path} ({exc.strerror or exc})"
+    if cache_dir is not None:
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            probe = os.path.join(cache_dir, f".probe-{os.getpid()}")
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as exc:
+            return f"cannot write the image cache in {cache_dir} ({exc.strerror or exc})"
+    return None

@@ -1,0 +1,154 @@
+"""Sweeps on a Ray cluster: a head and two worker nodes on this machine (CPU only).
+
+One cluster for the module: a sweep that is refused without shared storage,
+then one that loses a worker node halfway, then a resume of its storage
+copied elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ftsweep, start_ftsweep, stop_group
+
+pytestmark = pytest.mark.slow
+
+SPACE = """
+name: c
+data: {source: digits, image_size: 16, test_fraction: 0.0}
+trial: {max_epochs: 3, batch_size: 32, max_failures: 2}
+search:
+  num_samples: 4
+  max_concurrent: 2
+  scheduler: {type: none}
+  finalists: 0
+resources: {cpus: 1, gpus: 0}
+space:
+  backbone: resnet18
+  weights: none
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    small = {"object_store_memory": 80 * 2**20}
+    # Nodes are declared dead after 3 missed health checks a second apart
+    # (Ray's defaults wait about half a minute).
+    system = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+    head = {"num_cpus": 0, "include_dashboard": False, "_system_config": system, **small}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    workers = [cluster.add_node(num_cpus=1, **small) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    cluster.shutdown()
+
+
+def _results(experiment: Path) -> dict[str, list[dict]]:
+    """trial id -> its results as stored, in order."""
+    found = {}
+    for file in experiment.glob("trial_*/result.json"):
+        lines = [x for x in file.read_text().splitlines() if x.strip()]
+        rows = []
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # being written
+        found[file.parent.name.removeprefix("trial_")] = rows
+    return found
+
+
+def _node_to_remove(experiment: Path, workers: list) -> object | None:
+    """A worker that finished one trial and runs another past its first epoch."""
+    by_node: dict[str, list[list[dict]]] = {}
+    for rows in _results(experiment).values():
+        if rows:
+            by_node.setdefault(rows[-1]["node_id"], []).append(rows)
+    for worker in workers:
+        trials = by_node.get(worker.node_id, [])
+        done = any(rows[-1]["epoch"] == 3 for rows in trials)
+        if done and any(1 <= rows[-1]["epoch"] < 3 for rows in trials):
+            return worker
+    return None
+
+
+def test_multi_node_needs_shared_storage(cluster, write_space, tmp_path):
+    ray_cluster, _ = cluster
+    space = write_space(SPACE)
+    done = ftsweep("run", str(space), "--address", ray_cluster.address, "--results", str(tmp_path))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "--storage" in done.stderr and "2 nodes" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "c" / "tune").exists()  # refused before any trial
+
+
+def test_node_loss_and_storage(cluster, write_space, tmp_path):
+    ray_cluster, workers = cluster
+    space = write_space(SPACE)
+    results, storage = tmp_path / "results", tmp_path / "shared"
+    process = start_ftsweep(
+        "run", str(space), "--address", ray_cluster.address,
+        "--results", str(results), "--storage", str(storage),
+    )  # fmt: skip
+    experiment = storage / "c" / "tune"
+    removed = None
+    try:
+        deadline = time.monotonic() + 300
+        while removed is None and process.poll() is None and time.monotonic() < deadline:
+            removed = _node_to_remove(experiment, workers)
+            if removed is None:
+                time.sleep(0.2)
+        assert removed is not None, "no worker ran a second trial"
+        moved = {
+            trial
+            for trial, rows in _results(experiment).items()
+            if rows and rows[-1]["node_id"] == removed.node_id and rows[-1]["epoch"] < 3
+        }
+        ray_cluster.remove_node(removed, allow_graceful=False)
+        out, err = process.communicate(timeout=300)
+    finally:
+        stop_group(process)
+    assert process.returncode == 0, err[-4000:]
+
+    # Every trial once, all completed; the trials ran on both workers.
+    board = pd.read_csv(results / "c" / "leaderboard.csv")
+    assert len(board) == 4 and board["trial_id"].is_unique
+    assert set(board["status"]) == {"completed"}
+    stored = _results(experiment)
+    nodes = {row["node_id"] for rows in stored.values() for row in rows}
+    assert nodes == {w.node_id for w in workers}
+    assert set(board["node_id"]) <= nodes and board["node_id"].notna().all()
+    # The trial on the lost node moved to the other and went on from its checkpoint.
+    survivor = next(w for w in workers if w is not removed).node_id
+    for trial in moved:
+        rows = stored[trial]
+        after = [r for r in rows if r["node_id"] == survivor]
+        assert after and after[0]["epoch"] > 1, rows  # not from scratch
+        assert [r["epoch"] for r in after][-1] == 3
+        row = board[board["trial_id"] == trial].iloc[0]
+        assert row["node_id"] == survivor and row["failures"] >= 1
+    # The experiment and the best model are on the storage; the driver keeps its files.
+    assert not (results / "c" / "tune").exists()
+    for name in ("space.yaml", "split.csv", "leaderboard.csv", "best/model.safetensors"):
+        assert (storage / "c" / name).is_file(), name
+    assert board["checkpoint"].str.startswith(str(storage)).all()
+
+    # The storage, copied elsewhere, resumes from there (one trial more).
+    elsewhere = tmp_path / "moved" / "c"
+    shutil.copytree(storage / "c", elsewhere)
+    done = ftsweep("resume", str(elsewhere), "--add", "1", "--address", ray_cluster.address)
+    assert done.returncode == 0, done.stderr[-4000:]
+    again = pd.read_csv(elsewhere / "leaderboard.csv")
+    assert len(again) == 5 and set(again["status"]) == {"completed"}
+    kept = again.set_index("trial_id").loc[board["trial_id"], "best_val_accuracy"]
+    assert kept.tolist() == pytest.approx(board["best_val_accuracy"].tolist())
+    assert again["checkpoint"].str.startswith(str(elsewhere)).all()
+    assert len(list((storage / "c" / "tune").glob("trial_*"))) == 4  # the original untouched
