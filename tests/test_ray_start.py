@@ -1,0 +1,80 @@
+"""`ftsweep run --address` against a Ray head started with the `ray start` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import MINIMAL, ftsweep
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    """A head from `ray start --head --block` in its own process group, killed after."""
+    port = _free_port()
+    # Short: Ray's socket paths live under it (a Unix socket path has 107 bytes).
+    temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+    ray = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [
+            str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+            "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and head.poll() is None:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        assert head.poll() is None, f"`ray start` exited with {head.returncode}"
+        yield address, temp
+    finally:
+        # Interrupted, `ray start --block` stops the processes it started and
+        # waits for them; whatever is left of its process group is killed.
+        if head.poll() is None:
+            head.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                head.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
+
+
+def test_run_on_a_head_from_ray_start(ray_head, write_space, tmp_path):
+    address, temp = ray_head
+    space = write_space(MINIMAL + "search: {num_samples: 2, max_concurrent: 2, finalists: 0}\n")
+    done = ftsweep("run", str(space), "--address", address, "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-4000:]
+    port = address.rsplit(":", 1)[1]
+    assert "Connecting to existing Ray cluster at address: " in done.stderr
+    assert f":{port}" in done.stderr
+    board = pd.read_csv(tmp_path / "t" / "leaderboard.csv")
+    assert len(board) == 2 and set(board["status"]) == {"completed"}
+    assert board["node_id"].nunique() == 1  # the head is the cluster's only node
+    assert (tmp_path / "t" / "best" / "model.safetensors").is_file()
+    # The trials ran in the head's session (its workers), not a Ray this command started.
+    sessions = list(Path(temp).glob("session_*/logs/worker-*.out"))
+    assert sessions, "no worker of the head's session ran"
