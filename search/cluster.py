@@ -42,6 +42,7 @@ def start_ray(address: str | None) -> bool:
         return address is not None
     runtime_env: dict[str, Any] | None = None
     if address is not None:
+        _present_token()
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         runtime_env = {"py_modules": [search, trainables], "excludes": ["__pycache__"]}
         if env:
@@ -63,6 +64,24 @@ def start_ray(address: str | None) -> bool:
             "--address",
         ) from None
     return address is not None
+
+
+def _present_token() -> None:
+    """Turns Ray's token authentication on for this driver when a token is at hand.
+
+    ``ray start --head`` turns it on by itself when it finds a token
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) and RAY_AUTH_MODE
+    is unset; a driver that connects does not (Ray 2.60), and such a head
+    refuses it. Ray's own step of ``ray start`` is taken here. A head without
+    authentication accepts a driver that presents a token.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray before token authentication (2.52)
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def alive_nodes() -> list[Node]:

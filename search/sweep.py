@@ -190,7 +190,8 @@ def _connect(space: Space, sweep_dir: Path, address: str | None, build: Any) -> 
     if not on_cluster:
         prepare_data(setup)  # decoded once, here, before any trial starts
     start_ray(address)
-    check_cluster(setup, shared_storage=shared)
+    if on_cluster:  # a Ray started here is this one machine, whose data was just scanned
+        check_cluster(setup, shared_storage=shared)
     return build(setup)
 
 

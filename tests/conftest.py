@@ -40,14 +40,16 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def ftsweep(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Runs ``python -m search ARGS`` to the end."""
+def ftsweep(
+    *args: str, cwd: Path | None = None, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``python -m search ARGS`` to the end (in ``env``, default this one's)."""
     return subprocess.run(
         [sys.executable, "-m", "search", *args],
         capture_output=True,
         text=True,
         cwd=cwd or REPO,
-        env=_env(),
+        env={**(env or os.environ), "PYTHONPATH": str(REPO)},
         timeout=timeout,
     )
 

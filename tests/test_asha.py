@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow.fs
 import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
@@ -74,7 +75,9 @@ class Driver:
             scheduler.on_trial_add(None, self._trial(trial))
 
     def _trial(self, trial_id: str) -> SimpleNamespace:
-        storage = SimpleNamespace(experiment_fs_path=str(self.folder))
+        storage = SimpleNamespace(
+            experiment_fs_path=str(self.folder), storage_filesystem=pyarrow.fs.LocalFileSystem()
+        )
         return SimpleNamespace(trial_id=trial_id, storage=storage)
 
     def report(self, trial: str, epoch: int, *, write: bool = True, act: bool = True) -> None:

@@ -120,7 +120,7 @@ def test_node_loss_and_storage(cluster, write_space, tmp_path):
     stored = _results(experiment)
     nodes = {row["node_id"] for rows in stored.values() for row in rows}
     assert nodes == {w.node_id for w in workers}
-    assert set(board["node_id"]) <= nodes and board["node_id"].notna().all()
+    assert set(board["node_id"]) == nodes  # the lost node finished a trial before it went
     # The trial on the lost node moved to the other and went on from its checkpoint.
     survivor = next(w for w in workers if w is not removed).node_id
     moved = {t for t, rows in stored.items() if rows[0]["node_id"] != rows[-1]["node_id"]}

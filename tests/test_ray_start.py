@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,11 +28,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def ray_head():
-    """A head from `ray start --head --block` in its own process group, killed after."""
+def ray_head(tmp_path):
+    """A head from `ray start --head --block` in its own process group, killed after.
+
+    Its home holds a Ray token (as `ray get-auth-token --generate`, or any
+    earlier local Ray, leaves one), so the head requires it: the driver must
+    present it without being told to.
+    """
     port = _free_port()
     # Short: Ray's socket paths live under it (a Unix socket path has 107 bytes).
     temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(home)
     ray = Path(sys.executable).with_name("ray")
     head = subprocess.Popen(
         [
@@ -40,6 +52,7 @@ def ray_head():
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=env,
     )  # fmt: skip
     address = f"127.0.0.1:{port}"
     try:
@@ -50,7 +63,7 @@ def ray_head():
                     break
             time.sleep(0.5)
         assert head.poll() is None, f"`ray start` exited with {head.returncode}"
-        yield address, temp
+        yield address, temp, env
     finally:
         # Interrupted, `ray start --block` stops the processes it started and
         # waits for them; whatever is left of its process group is killed.
@@ -58,15 +71,17 @@ def ray_head():
             head.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_run_on_a_head_from_ray_start(ray_head, write_space, tmp_path):
-    address, temp = ray_head
+    address, temp, env = ray_head
     space = write_space(MINIMAL + "search: {num_samples: 2, max_concurrent: 2, finalists: 0}\n")
-    done = ftsweep("run", str(space), "--address", address, "--results", str(tmp_path))
+    done = ftsweep("run", str(space), "--address", address, "--results", str(tmp_path), env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     port = address.rsplit(":", 1)[1]
     assert "Connecting to existing Ray cluster at address: " in done.stderr
@@ -78,3 +93,7 @@ def test_run_on_a_head_from_ray_start(ray_head, write_space, tmp_path):
     # The trials ran in the head's session (its workers), not a Ray this command started.
     sessions = list(Path(temp).glob("session_*/logs/worker-*.out"))
     assert sessions, "no worker of the head's session ran"
+    # The code reached the workers in the runtime environment, as on a cluster
+    # whose nodes do not have ftsweep installed.
+    shipped = {p.name for p in Path(temp).glob("session_*/runtime_resources/py_modules_files/*/*")}
+    assert {"search", "trainables"} <= shipped, shipped
