@@ -42,46 +42,57 @@ def start_ray(address: str | None) -> bool:
         return address is not None
     runtime_env: dict[str, Any] | None = None
     if address is not None:
-        _present_token()
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         runtime_env = {"py_modules": [search, trainables], "excludes": ["__pycache__"]}
         if env:
             runtime_env["env_vars"] = env
     try:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=True,
-            runtime_env=runtime_env,
-        )
+        _init(address, runtime_env)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
         if address is None:
             raise
-        raise UserError(
-            f"cannot connect to the Ray cluster at {address} ({exc}); check the head's address "
-            "(`ray status` on the head prints it: HOST:6379), that this machine reaches it, "
-            "and that its Ray version matches this one's",
-            "--address",
-        ) from None
+        if not _token_refused(exc):
+            raise UserError(
+                f"cannot connect to the Ray cluster at {address} ({exc}); check the head's "
+                "address (`ray status` on the head prints it: HOST:6379), that this machine "
+                "reaches it, that its Ray version matches this one's, and, if the cluster uses "
+                "token authentication, that RAY_AUTH_MODE=token and its token are set here",
+                "--address",
+            ) from None
+        log.warning(
+            "the cluster refused this connection; connecting again with Ray's token "
+            "authentication on (set RAY_AUTH_MODE=token to skip this step)"
+        )
+        _init(address, runtime_env)
     return address is not None
 
 
-def _present_token() -> None:
-    """Turns Ray's token authentication on for this driver when a token is at hand.
+def _init(address: str | None, runtime_env: dict[str, Any] | None) -> None:
+    import ray
 
-    ``ray start --head`` turns it on by itself when it finds a token
-    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) and RAY_AUTH_MODE
-    is unset; a driver that connects does not (Ray 2.60), and such a head
-    refuses it. Ray's own step of ``ray start`` is taken here. A head without
-    authentication accepts a driver that presents a token.
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
+
+
+def _token_refused(error: Exception) -> bool:
+    """Whether to connect again with Ray's token authentication on (and turns it on).
+
+    ``ray start --head`` turns token authentication on by itself when it
+    finds a token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) and
+    RAY_AUTH_MODE is unset; a driver that connects does not (Ray 2.60), and
+    that head refuses it. Presenting the token to a head without
+    authentication is no answer either: its actors then fail to start. So
+    the token is tried only after a refusal, with Ray's own step of
+    ``ray start``.
     """
+    if "RAY_AUTH_MODE" in os.environ or not isinstance(error, ConnectionError):
+        return False
     try:
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
         )
     except ImportError:  # a Ray before token authentication (2.52)
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        return False
+    return maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def alive_nodes() -> list[Node]:

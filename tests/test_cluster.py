@@ -106,7 +106,9 @@ def test_node_loss_and_storage(cluster, write_space, tmp_path):
             removed = _node_to_remove(experiment, workers)
             if removed is None:
                 time.sleep(0.2)
-        assert removed is not None, "no worker ran a second trial"
+        if removed is None:
+            stop_group(process)
+            pytest.fail(f"no worker ran a second trial:\n{process.stderr.read()[-4000:]}")
         ray_cluster.remove_node(removed, allow_graceful=False)
         out, err = process.communicate(timeout=300)
     finally:

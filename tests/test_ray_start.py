@@ -33,7 +33,7 @@ def ray_head(tmp_path):
 
     Its home holds a Ray token (as `ray get-auth-token --generate`, or any
     earlier local Ray, leaves one), so the head requires it: the driver must
-    present it without being told to.
+    present it without being told to (RAY_AUTH_MODE is unset).
     """
     port = _free_port()
     # Short: Ray's socket paths live under it (a Unix socket path has 107 bytes).
@@ -86,6 +86,7 @@ def test_run_on_a_head_from_ray_start(ray_head, write_space, tmp_path):
     port = address.rsplit(":", 1)[1]
     assert "Connecting to existing Ray cluster at address: " in done.stderr
     assert f":{port}" in done.stderr
+    assert "connecting again with Ray's token authentication on" in done.stderr
     board = pd.read_csv(tmp_path / "t" / "leaderboard.csv")
     assert len(board) == 2 and set(board["status"]) == {"completed"}
     assert board["node_id"].nunique() == 1  # the head is the cluster's only node
