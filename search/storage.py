@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 STORAGE_FILE = "storage.json"
 HERE = "."  # storage.json of a folder that is itself the shared storage
 CHECKPOINT_STATE = "state.pt"  # the large file of a checkpoint: fetched only when needed
-_NOT_COPIED = {TUNE_DIR, "cache", STORAGE_FILE}
+_NOT_COPIED = frozenset({TUNE_DIR, "cache", STORAGE_FILE})
 
 
 def is_uri(location: str) -> bool:
@@ -156,7 +156,7 @@ def _copy_tree(
     target: str | Path,
     *,
     download: bool,
-    skip_top: set[str] = frozenset(),  # type: ignore[assignment]
+    skip_top: frozenset[str] = frozenset(),
     skip_name: str | None = None,
 ) -> None:
     """Copies every file under ``source`` to ``target`` whose size differs there.

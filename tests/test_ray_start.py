@@ -80,7 +80,8 @@ def ray_head(tmp_path):
 
 def test_run_on_a_head_from_ray_start(ray_head, write_space, tmp_path):
     address, temp, env = ray_head
-    space = write_space(MINIMAL + "search: {num_samples: 2, max_concurrent: 2, finalists: 0}\n")
+    minimal = MINIMAL.replace("max_epochs: 2", "max_epochs: 1")
+    space = write_space(minimal + "search: {num_samples: 2, max_concurrent: 2, finalists: 0}\n")
     done = ftsweep("run", str(space), "--address", address, "--results", str(tmp_path), env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     port = address.rsplit(":", 1)[1]
