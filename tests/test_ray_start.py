@@ -1,4 +1,4 @@
-"""`ftsweep run --address` against a Ray head started with the `ray start` command line."""
+"""`ftsweep run --address` against a head from the `ray start` command line, with object storage."""
 
 from __future__ import annotations
 
@@ -81,17 +81,28 @@ def ray_head(tmp_path):
 def test_run_on_a_head_from_ray_start(ray_head, write_space, tmp_path):
     address, temp, env = ray_head
     minimal = MINIMAL.replace("max_epochs: 2", "max_epochs: 1")
-    space = write_space(minimal + "search: {num_samples: 2, max_concurrent: 2, finalists: 0}\n")
-    done = ftsweep("run", str(space), "--address", address, "--results", str(tmp_path), env=env)
+    space = write_space(minimal + "search: {num_samples: 2, max_concurrent: 2, finalists: 1}\n")
+    # Object storage as pyarrow opens it (file:// stands in for s3:// or gs://).
+    bucket = f"file://{tmp_path}/bucket"
+    results = tmp_path / "results"
+    done = ftsweep(
+        "run", str(space), "--address", address, "--results", str(results), "--storage", bucket,
+        env=env,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     port = address.rsplit(":", 1)[1]
     assert "Connecting to existing Ray cluster at address: " in done.stderr
     assert f":{port}" in done.stderr
     assert "connecting again with Ray's token authentication on" in done.stderr
-    board = pd.read_csv(tmp_path / "t" / "leaderboard.csv")
+    board = pd.read_csv(results / "t" / "leaderboard.csv")
     assert len(board) == 2 and set(board["status"]) == {"completed"}
     assert board["node_id"].nunique() == 1  # the head is the cluster's only node
-    assert (tmp_path / "t" / "best" / "model.safetensors").is_file()
+    assert board["test_accuracy"].notna().sum() == 1  # the finalist's weights were fetched
+    for folder in (results / "t", tmp_path / "bucket" / "t"):
+        assert (folder / "best" / "model.safetensors").is_file(), folder
+    assert (tmp_path / "bucket" / "t" / "tune" / "tuner.pkl").is_file()
+    # Here, a copy of the experiment to read, without the weights it did not need.
+    assert len(list((results / "t" / "tune").glob("trial_*/checkpoint_*/state.pt"))) == 1
     # The trials ran in the head's session (its workers), not a Ray this command started.
     sessions = list(Path(temp).glob("session_*/logs/worker-*.out"))
     assert sessions, "no worker of the head's session ran"
