@@ -109,16 +109,26 @@ def alive_nodes() -> list[Node]:
 def check_cluster(setup: TrialSetup, *, shared_storage: bool) -> list[Node]:
     """Refuses a multi-node sweep without shared storage, and data some node cannot read.
 
+    Without shared storage, trials may run only on the node of this driver
+    (one machine); a cluster with no node for trials yet is assumed to grow.
+
     Raises:
         UserError: naming every node that failed and why, before any trial starts.
     """
+    import ray
+
     nodes = alive_nodes()
-    if len(nodes) > 1 and not shared_storage:
+    here = ray.get_runtime_context().get_node_id()  # the node this driver is attached to
+    if not shared_storage and (not nodes or any(n.node_id != here for n in nodes)):
+        reach = (
+            f"this Ray cluster has {len(nodes)} nodes that can run trials"
+            if nodes
+            else "no node of this Ray cluster can run a trial yet (an autoscaler adds them)"
+        )
         raise UserError(
-            f"this Ray cluster has {len(nodes)} nodes that can run trials, and trials on other "
-            "nodes cannot write their checkpoints into this machine's results folder; add "
-            "--storage PATH_OR_URI: a folder every node mounts (NFS, Lustre) or object "
-            "storage (s3://bucket/sweeps, gs://bucket/sweeps)",
+            f"{reach}, and trials on other nodes cannot write their checkpoints into this "
+            "machine's results folder; add --storage PATH_OR_URI: a folder every node "
+            "mounts (NFS, Lustre) or object storage (s3://bucket/sweeps, gs://bucket/sweeps)",
             "--storage",
         )
     problems = _check_data_on(nodes, setup)
