@@ -120,6 +120,16 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from search.init import write_starter
+
+    data = Path(args.data)
+    out = Path(args.out or f"spaces/{data.resolve().name or 'sweep'}.yaml")
+    write_starter(data, out, args.name)
+    print(f"wrote {out}; check it with: ftsweep validate {out}")
+    return 0
+
+
 def _weights_fetch(args: argparse.Namespace) -> int:
     from search.space import load_space
     from search.weights import fetch
@@ -309,6 +319,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("space")
     validate.set_defaults(command=_validate)
+
+    init = commands.add_parser(
+        "init",
+        help="write a commented starter space file for an ImageFolder",
+        description="Write a starter space sized to your data. "
+        "Example: ftsweep init /data/flowers --out spaces/flowers.yaml",
+    )
+    init.add_argument("data", help="an ImageFolder: class folders, or train/ val/ [test/]")
+    init.add_argument("--out", help="the space file to write (default: spaces/<folder>.yaml)")
+    init.add_argument("--name", help="the sweep's name (default: the folder's)")
+    init.set_defaults(command=_init)
 
     weights = commands.add_parser(
         "weights",
