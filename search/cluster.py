@@ -22,24 +22,28 @@ FORWARDED_ENV = (INJECT_ENV,)  # to the workers of a cluster: a test's fault inj
 class Node:
     node_id: str
     ip: str
-    resources: dict[str, float]
 
 
-def start_ray(address: str | None) -> bool:
-    """Starts Ray here, or connects to ``address`` (or ``RAY_ADDRESS``).
+def cluster_address(address: str | None) -> str | None:
+    """The existing cluster to join: ``--address``, else ``RAY_ADDRESS``; None: start Ray here."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def start_ray(address: str | None) -> None:
+    """Starts Ray here, or connects to ``address`` (see cluster_address).
 
     The project's code travels to a cluster's workers in Ray's runtime
     environment (``py_modules``), so they need the dependencies installed,
-    not ftsweep itself. Returns whether Ray runs on an existing cluster.
+    not ftsweep itself.
     """
     import ray
 
     import search
     import trainables
 
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = cluster_address(address)
     if ray.is_initialized():
-        return address is not None
+        return
     runtime_env: dict[str, Any] | None = None
     if address is not None:
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
@@ -64,7 +68,6 @@ def start_ray(address: str | None) -> bool:
             "authentication on (set RAY_AUTH_MODE=token to skip this step)"
         )
         _init(address, runtime_env)
-    return address is not None
 
 
 def _init(address: str | None, runtime_env: dict[str, Any] | None) -> None:
@@ -100,13 +103,13 @@ def alive_nodes() -> list[Node]:
     import ray
 
     return [
-        Node(n["NodeID"], n["NodeManagerAddress"], dict(n["Resources"]))
+        Node(n["NodeID"], n["NodeManagerAddress"])
         for n in ray.nodes()
         if n["Alive"] and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)
     ]
 
 
-def check_cluster(setup: TrialSetup, *, shared_storage: bool) -> list[Node]:
+def check_cluster(setup: TrialSetup, *, shared_storage: bool) -> None:
     """Refuses a multi-node sweep without shared storage, and data some node cannot read.
 
     Without shared storage, trials may run only on the node of this driver
@@ -143,7 +146,6 @@ def check_cluster(setup: TrialSetup, *, shared_storage: bool) -> list[Node]:
         )
     if len(nodes) > 1:
         log.info("data readable on all %d nodes: %s", len(nodes), ", ".join(n.ip for n in nodes))
-    return nodes
 
 
 def _check_data_on(nodes: list[Node], setup: TrialSetup) -> list[tuple[str, str, str]]:
@@ -152,8 +154,9 @@ def _check_data_on(nodes: list[Node], setup: TrialSetup) -> list[tuple[str, str,
 
     frame = split_frame(setup)
     paths = frame["path"].tolist()
-    sample = sorted({0, len(paths) - 1, *random.Random(0).sample(range(len(paths)), 3)})
-    files = [paths[i] for i in sample if 0 <= i < len(paths)] if setup.data_root else []
+    picked = random.Random(0).sample(range(len(paths)), min(3, len(paths)))
+    sample = sorted({0, len(paths) - 1, *picked}) if paths else []
+    files = [paths[i] for i in sample] if setup.data_root else []
     cache_dir = str(Path(setup.cache.path).parent) if setup.cache else None
     check = ray.remote(num_cpus=0, max_retries=0)(_readable)
     pending = {

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.cluster import check_cluster, start_ray
+from search.cluster import check_cluster, cluster_address, start_ray
 from search.export import export_trial, replace_folder
 from search.layout import LEADERBOARD_FILE, SPACE_FILE, SPLIT_FILE, TUNE_DIR
 from search.leaderboard import build_leaderboard, open_sweep, ray_statuses
@@ -184,7 +184,7 @@ def resume_sweep(
 
 def _connect(space: Space, sweep_dir: Path, address: str | None, build: Any) -> Any:
     """Starts or joins Ray, checks every node, prepares the data; then ``build(setup)``."""
-    on_cluster = bool(address or os.environ.get("RAY_ADDRESS"))
+    on_cluster = cluster_address(address) is not None
     shared = read_storage(sweep_dir) is not None
     setup = trial_setup(space, sweep_dir, node_cache=shared)
     if not on_cluster:
