@@ -57,6 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         overrides=overrides,
         address=args.address,
         storage=args.storage,
+        verbose=args.verbose,
+        mlflow=args.mlflow,
     )
     return _report(result)
 
@@ -70,6 +72,8 @@ def _resume(args: argparse.Namespace) -> int:
         add=args.add,
         address=args.address,
         results=args.results,
+        verbose=args.verbose,
+        mlflow=args.mlflow,
     )
     return _report(result)
 
@@ -104,9 +108,14 @@ def _report(result: SweepResult) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from search.status import describe_status
+    from search.status import describe_status, watch
 
-    print("\n".join(describe_status(_sweep(args.sweep))))
+    if args.watch is None:
+        print("\n".join(describe_status(_sweep(args.sweep))))
+        return 0
+    if args.watch <= 0:
+        raise UserError(f"--watch takes a number of seconds above 0, not {args.watch:g}")
+    watch(args.sweep, interval=args.watch, resolve=_sweep)
     return 0
 
 
@@ -236,6 +245,13 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tensorboard(args: argparse.Namespace) -> int:
+    from search.tracking import tensorboard_lines
+
+    print("\n".join(tensorboard_lines(_sweep(args.sweep), args.sweep)))
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from search.sweep import redraw
 
@@ -249,6 +265,22 @@ def _sweep(location: str) -> Path:
     from search.storage import local_sweep
 
     return local_sweep(location, Path("results"))
+
+
+def _output_flags(parser: argparse.ArgumentParser, *, resume: bool = False) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Ray Tune's own progress tables and trial logs instead of ftsweep's compact view",
+    )
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log every trial as an MLflow run: a folder (file store), http://HOST:5000 or "
+        "databricks; needs pip install 'ftsweep[mlflow]'"
+        + (" (default: the URI the sweep ran with)" if resume else ""),
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -277,6 +309,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions pack trials)")
     run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     run.add_argument("--seed", type=int, help="the sampler's seed")
+    _output_flags(run)
     run.set_defaults(command=_run)
 
     resume = commands.add_parser(
@@ -302,14 +335,24 @@ def _parser() -> argparse.ArgumentParser:
         default="results",
         help="where a sweep resumed from a URI keeps its files (default: results/)",
     )
+    _output_flags(resume, resume=True)
     resume.set_defaults(command=_resume)
 
     status = commands.add_parser(
         "status",
         help="trials done, running, stopped, errored; best so far; can it resume",
-        description="Where a sweep stands. Example: ftsweep status results/quickstart",
+        description="Where a sweep stands. Examples: ftsweep status results/quickstart; "
+        "from another terminal while it runs: ftsweep status results/quickstart --watch",
     )
-    status.add_argument("sweep", help="RESULTS/NAME")
+    status.add_argument("sweep", help="RESULTS/NAME, or STORAGE/NAME (a path or a URI)")
+    status.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=10.0,
+        metavar="SECONDS",
+        help="show the status again every SECONDS (default 10) until the sweep finishes",
+    )
     status.set_defaults(command=_status)
 
     validate = commands.add_parser(
@@ -414,6 +457,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when present)")
     predict.set_defaults(command=_predict)
+
+    tensorboard = commands.add_parser(
+        "tensorboard",
+        help="print the command that opens a sweep's trials in TensorBoard",
+        description="Every trial logs its metrics per epoch and its hyperparameters (HParams) "
+        "for TensorBoard. Example: ftsweep tensorboard results/quickstart",
+    )
+    tensorboard.add_argument("sweep", help="RESULTS/NAME, or STORAGE/NAME (a path or a URI)")
+    tensorboard.set_defaults(command=_tensorboard)
 
     plot = commands.add_parser(
         "plot",

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
 from search.layout import LEADERBOARD_FILE
 from search.leaderboard import build_leaderboard, open_sweep, ray_statuses
+from search.params import walk
 from search.storage import tune_dir
 
+CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, clear: a terminal shows one view at a time
 STATUSES = ("completed", "stopped_early", "running", "pending", "errored")
 
 
@@ -35,6 +40,17 @@ def describe_status(sweep_dir: Path) -> list[str]:
             f"best so far: trial {best['trial_id']}, {key} {best[key]:.4f} "
             f"at epoch {int(best['best_epoch'])}"
         )
+        columns = dict.fromkeys(p.column for p in walk(space.params))
+        config = [f"{c}={_value(best[c])}" for c in columns if c in board and pd.notna(best[c])]
+        lines.append(f"  its configuration: {' '.join(config)}")
+    if len(board):
+        for row in board[board["status"] == "running"].itertuples():
+            epochs = int(row.epochs) if pd.notna(row.epochs) else 0
+            value = getattr(row, key, None)
+            score = f", {key} {value:.4f}" if value is not None and pd.notna(value) else ""
+            lines.append(
+                f"running: trial {row.trial_id}, epoch {epochs} of {space.trial.max_epochs}{score}"
+            )
     if len(board) and "error" in board:
         for row in board[board["status"] == "errored"].itertuples():
             lines.append(f"errored: trial {row.trial_id}: {row.error}")
@@ -81,6 +97,55 @@ def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> lis
         plan.append(f"keep {errored} errored {_trials(errored)} (--retry-errored re-runs them)")
     lines.append(f"resumable: yes; `ftsweep resume {sweep_dir}` would " + "; ".join(plan))
     return lines
+
+
+def watch(
+    location: str,
+    *,
+    interval: float = 10.0,
+    out: TextIO | None = None,
+    refreshes: int | None = None,
+    resolve: Callable[[str], Path] = Path,
+) -> None:
+    """`ftsweep status --watch`: the status again every ``interval`` seconds until
+    the sweep has finished (or Ctrl-C, or ``refreshes`` views).
+
+    On a terminal each view replaces the last; in a pipe or a log file the
+    views follow each other under a timestamp line, with no control
+    characters. ``resolve`` turns the location into RESULTS/NAME again for
+    each view (a sweep on object storage is copied down each time).
+    """
+    out = out or sys.stdout
+    tty = out.isatty()
+    shown = 0
+    while True:
+        sweep_dir = resolve(location)
+        lines = describe_status(sweep_dir)
+        finished = sweep_finished(sweep_dir)
+        stamp = time.strftime("%H:%M:%S")
+        if tty:
+            out.write(CLEAR_SCREEN)
+            note = "the sweep has finished" if finished else "Ctrl-C stops watching"
+            lines = [f"{stamp}  every {interval:g} s ({note})", *lines]
+        else:
+            lines = [f"--- {stamp} ---", *lines]
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+        shown += 1
+        if finished or (refreshes is not None and shown >= refreshes):
+            return
+        time.sleep(interval)
+
+
+def sweep_finished(sweep_dir: Path) -> bool:
+    """Whether Ray's saved state has every planned trial started and ended."""
+    statuses = ray_statuses(sweep_dir)
+    planned = open_sweep(sweep_dir).search.num_samples
+    return len(statuses) >= planned and all(s in ("TERMINATED", "ERROR") for s in statuses.values())
+
+
+def _value(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _trials(count: int) -> str:

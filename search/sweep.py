@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pandas as pd
 
 from search.cluster import check_cluster, cluster_address, start_ray
@@ -31,7 +32,15 @@ from search.storage import (
     stored_sweep,
     write_storage,
 )
-from search.tuner import build_trainable, build_tuner, prepare_data, trial_setup
+from search.tracking import mlflow_uri
+from search.tuner import (
+    build_trainable,
+    build_tuner,
+    prepare_data,
+    ray_output,
+    set_callbacks,
+    trial_setup,
+)
 from trainables.data import write_split
 from trainables.errors import UserError
 from trainables.finetune import TrialSetup
@@ -94,6 +103,8 @@ def run_sweep(
     overrides: dict[str, Any] | None = None,
     address: str | None = None,
     storage: str | None = None,
+    verbose: bool = False,
+    mlflow: str | None = None,
 ) -> SweepResult:
     """Runs a sweep to the end and exports its best trial.
 
@@ -105,15 +116,22 @@ def run_sweep(
             on this machine, or use the Ray session this process already started).
         storage: a folder every node mounts, or a URI (s3://, gs://): Ray's
             experiment goes to STORAGE/NAME/tune with the sweep's files beside it.
+        verbose: Ray Tune's own progress tables and trial logs instead of
+            ftsweep's compact view (search/progress.py).
+        mlflow: an MLflow tracking URI (a folder, http://host:5000, databricks);
+            every trial becomes a run of the experiment named after the sweep.
     """
     space, sweep_dir = prepare_sweep(
         Path(space_file or DEFAULT_SPACE), Path(results), overrides or {}, storage
     )
+    mlflow = mlflow_uri(sweep_dir, mlflow)  # checked before any trial starts
     if storage:
         write_storage(sweep_dir, storage_location(storage, space.name))
         push(sweep_dir)  # space.yaml and split.csv: enough to resume from anywhere
-    tuner = _connect(space, sweep_dir, address, lambda setup: build_tuner(space, sweep_dir, setup))
-    return _fit(tuner, sweep_dir)
+    tuner = _connect(
+        space, sweep_dir, address, lambda setup: build_tuner(space, sweep_dir, setup), verbose
+    )
+    return _fit(tuner, sweep_dir, space, verbose, mlflow)
 
 
 def resume_sweep(
@@ -123,6 +141,8 @@ def resume_sweep(
     add: int = 0,
     address: str | None = None,
     results: str | Path = "results",
+    verbose: bool = False,
+    mlflow: str | None = None,
 ) -> SweepResult:
     """Continues an interrupted sweep where it stopped.
 
@@ -139,11 +159,14 @@ def resume_sweep(
         address: an existing Ray cluster (default: ``RAY_ADDRESS``, else start
             Ray on this machine).
         results: where a sweep resumed from a URI keeps its files.
+        verbose: Ray Tune's own output instead of ftsweep's compact view.
+        mlflow: an MLflow tracking URI (default: the one the sweep ran with).
     """
     from ray import tune
 
     sweep_dir = local_sweep(str(sweep_dir), Path(results))
     space = open_sweep(sweep_dir)
+    mlflow = mlflow_uri(sweep_dir, mlflow)  # --mlflow, or the URI the sweep ran with
     experiment = f"{experiment_root(sweep_dir)}/{TUNE_DIR}"
     if not is_uri(experiment):
         experiment = str(Path(experiment).resolve())
@@ -169,6 +192,7 @@ def resume_sweep(
         # space.yaml says how many trials the sweep plans (status, leaderboard).
         extended = load_space(sweep_dir / SPACE_FILE, {"search.num_samples": total})
         extended.dump(sweep_dir / SPACE_FILE)
+        space = extended  # the progress view counts the added trials
         log.info("adding %d trials: the sweep now plans %d", add, total)
 
     def restore(setup: TrialSetup) -> Any:
@@ -179,14 +203,17 @@ def resume_sweep(
             resume_errored=retry_errored,
         )
 
-    return _fit(_connect(space, sweep_dir, address, restore), sweep_dir)
+    tuner = _connect(space, sweep_dir, address, restore, verbose)
+    return _fit(tuner, sweep_dir, space, verbose, mlflow)
 
 
-def _connect(space: Space, sweep_dir: Path, address: str | None, build: Any) -> Any:
+def _connect(space: Space, sweep_dir: Path, address: str | None, build: Any, verbose: bool) -> Any:
     """Starts or joins Ray, checks every node, prepares the data; then ``build(setup)``."""
     on_cluster = cluster_address(address) is not None
     shared = read_storage(sweep_dir) is not None
-    setup = trial_setup(space, sweep_dir, node_cache=shared)
+    setup = trial_setup(space, sweep_dir, node_cache=shared, verbose=verbose)
+    if not verbose:  # "A new study created in memory": Optuna's INFO line
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not on_cluster:
         prepare_data(setup)  # decoded once, here, before any trial starts
     start_ray(address)
@@ -195,8 +222,11 @@ def _connect(space: Space, sweep_dir: Path, address: str | None, build: Any) -> 
     return build(setup)
 
 
-def _fit(tuner: Any, sweep_dir: Path) -> SweepResult:
+def _fit(
+    tuner: Any, sweep_dir: Path, space: Space, verbose: bool, mlflow: str | None
+) -> SweepResult:
     """Runs the Tuner; SIGTERM stops it as cleanly as Ctrl-C (Ray handles SIGINT)."""
+    set_callbacks(tuner, space, sweep_dir, verbose=verbose, mlflow_uri=mlflow)
     # Ray saves its experiment state (what resume reads) at most every 10 s by
     # default; more often keeps what a killed driver loses to about one epoch.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
@@ -205,7 +235,8 @@ def _fit(tuner: Any, sweep_dir: Path) -> SweepResult:
     if on_main_thread:
         signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
-        tuner.fit()
+        with ray_output(verbose=verbose):
+            tuner.fit()
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)

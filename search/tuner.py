@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,14 +15,18 @@ from typing import Any
 import optuna
 import pyarrow.fs
 from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.logger import TBXLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search.layout import SPLIT_FILE, TUNE_DIR
+from search.progress import SweepProgress
 from search.sampling import DefineByRun, build_sampler
 from search.space import Space
 from search.state import StateBackup
 from search.storage import experiment_root
+from search.tracking import tracking_callbacks
 from trainables.cache import CACHE_DIR, ensure_cache, plan_cache
 from trainables.data import item_decoder
 from trainables.finetune import TrialSetup, split_frame, tune_trainable
@@ -28,15 +34,19 @@ from trainables.hparams import EPOCH, REPORTED_AT
 
 log = logging.getLogger(__name__)
 
+NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"  # Ray Tune's switch between its two output engines
 CHECKPOINTS_KEPT = 2  # the best ones by the sweep's metric; Ray also keeps the latest
 
 
-def trial_setup(space: Space, sweep_dir: Path, *, node_cache: bool = False) -> TrialSetup:
+def trial_setup(
+    space: Space, sweep_dir: Path, *, node_cache: bool = False, verbose: bool = False
+) -> TrialSetup:
     """The settings every trial of a sweep shares.
 
     The split travels with them (workers of a cluster cannot read the
     driver's results folder). ``node_cache``: each node decodes the images
     into its own local temporary folder rather than the results folder.
+    ``verbose``: trials keep Ray Train's log line for every checkpoint.
     """
     split_csv = (sweep_dir / SPLIT_FILE).resolve()
     data_root = str(Path(space.data.path).resolve()) if space.data.path else None
@@ -55,6 +65,7 @@ def trial_setup(space: Space, sweep_dir: Path, *, node_cache: bool = False) -> T
             split_csv, data_root, space.data.image_size, cache_dir, space.data.cache_budget
         ),
         compile=space.trial.compile,
+        verbose=verbose,
     )
 
 
@@ -123,10 +134,92 @@ def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
                 checkpoint_score_attribute=metric,
                 checkpoint_score_order=mode,
             ),
-            verbose=1,
             callbacks=[StateBackup()],  # a good copy of each state save, for repair_state
         ),
     )
+
+
+def set_callbacks(
+    tuner: tune.Tuner,
+    space: Space,
+    sweep_dir: Path,
+    *,
+    verbose: bool = False,
+    mlflow_uri: str | None = None,
+) -> None:
+    """The progress view (or Ray's own tables with ``verbose``), TensorBoard's
+    and MLflow's loggers.
+
+    Set on the run config just before ``fit``, for a new and a restored Tuner
+    alike (a restored one brings back the callbacks pickled when it was
+    created, with the trial count it had then).
+    """
+    local = tuner._local_tuner  # None only for a Ray Client connection (ray://)
+    if local is None:
+        return
+    run_config = local.get_run_config()
+    ours = (SweepProgress, TBXLoggerCallback, MLflowLoggerCallback)
+    callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, ours)]
+    callbacks += tracking_callbacks(space, sweep_dir, mlflow_uri)
+    run_config.verbose = None if verbose else 0  # None: Ray's default output
+    if not verbose:
+        callbacks.append(
+            SweepProgress(
+                metric=space.trial.metric,
+                mode=space.trial.mode,
+                num_samples=space.search.num_samples,
+                max_epochs=space.trial.max_epochs,
+                time_budget_s=space.search.time_budget_s,
+                title=plan(space),
+            )
+        )
+    run_config.callbacks = callbacks
+
+
+def plan(space: Space) -> str:
+    """The progress view's first line: what the sweep will do."""
+    sched = space.search.scheduler
+    stopping = (
+        f"ASHA stops weak trials from epoch {sched.grace_period} (keeps 1 in "
+        f"{sched.reduction_factor})"
+        if sched.type == "asha"
+        else "no early stopping"
+    )
+    budget = ""
+    if space.search.time_budget_s is not None:
+        budget = f", no new trials after {space.search.time_budget_s / 3600:.3g} h"
+    return (
+        f"sweep {space.name}: {space.search.num_samples} trials of up to "
+        f"{space.trial.max_epochs} epochs, at most {space.search.max_concurrent} at once"
+        f"{budget}; {stopping}; best by {space.trial.metric} ({space.trial.mode}). "
+        "Ray's own output: --verbose"
+    )
+
+
+@contextlib.contextmanager
+def ray_output(*, verbose: bool) -> Iterator[None]:
+    """Quiets Ray Tune's own output around ``fit`` unless ``verbose``.
+
+    Ray's newer output engine prints its experiment table even at verbose=0;
+    its older one, at 0, prints nothing. Ray Tune's INFO log lines (where it
+    wrote its state) are kept at WARNING and up for the same time.
+    """
+    if verbose:
+        yield
+        return
+    previous = os.environ.get(NEW_OUTPUT)
+    tune_log = logging.getLogger("ray.tune")
+    level = tune_log.level
+    os.environ[NEW_OUTPUT] = "0"
+    tune_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        tune_log.setLevel(level)
+        if previous is None:
+            os.environ.pop(NEW_OUTPUT, None)
+        else:
+            os.environ[NEW_OUTPUT] = previous
 
 
 def build_scheduler(space: Space) -> TrialScheduler:

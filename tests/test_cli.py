@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import re
 import signal
 import time
 
@@ -12,6 +14,7 @@ import pytest
 
 from search.cli import main
 from tests.conftest import MINIMAL, ftsweep, reported_epochs, start_ftsweep, stop_group
+from tests.test_progress import read_events
 from trainables.errors import UserError
 
 
@@ -68,22 +71,34 @@ def test_run_leaderboard_export_from_the_command_line(tmp_path, capsys):
     space = tmp_path / "cli.yaml"
     space.write_text(MINIMAL.replace("max_epochs: 2", "max_epochs: 1"))
     results = tmp_path / "results"
+    # MLflow's own folder store (MLflow 3 wants this opt-in for it).
+    mlruns = (tmp_path / "mlruns").as_uri()
+    env = {**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}
     run = ftsweep(
-        "run",
-        str(space),
-        "--results",
-        str(results),
-        "--num-samples",
-        "2",
-        "--max-concurrent",
-        "2",
-        "--name",
-        "cli",
+        *("run", str(space), "--results", str(results), "--num-samples", "2"),
+        *("--max-concurrent", "2", "--name", "cli", "--mlflow", mlruns),
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "best: trial" in run.stdout and str(results / "cli" / "best") in run.stdout
     board = pd.read_csv(results / "cli" / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "completed").all()
+
+    # The compact view, piped: events and counts, no control characters, no Ray tables.
+    assert "\x1b" not in run.stdout and "\r" not in run.stdout
+    assert "Trial status" not in run.stdout + run.stderr and "╭" not in run.stdout
+    assert "sweep cli: 2 trials of up to 1 epochs" in run.stdout
+    for trial_id in board["trial_id"]:
+        assert re.search(rf"finished   {trial_id}  best val_accuracy \d\.\d{{4}}", run.stdout)
+    assert f"new best   {board.iloc[0]['trial_id']}" in run.stdout
+    assert "2/2 trials done (2 completed, 0 stopped early, 0 errored) | 0 running" in run.stdout
+
+    # Every trial's TensorBoard file holds its hyperparameters (HParams).
+    for trial_id in board["trial_id"]:
+        tags, hparams, _ = read_events(results / "cli" / "tune" / f"trial_{trial_id}")
+        assert "ray/tune/best_val_accuracy" in tags and hparams["backbone"] == "resnet18"
+    assert main(["tensorboard", str(results / "cli")]) == 0
+    assert f"tensorboard --logdir {results / 'cli' / 'tune'}" in capsys.readouterr().out
 
     again = ftsweep("run", str(space), "--results", str(results), "--name", "cli")
     assert again.returncode == 2 and "already ran" in again.stderr  # nothing overwritten
@@ -102,8 +117,9 @@ def test_run_leaderboard_export_from_the_command_line(tmp_path, capsys):
     # A finished sweep grows by --add N trials; the earlier ones stay as they were.
     assert main(["status", str(results / "cli")]) == 0
     assert "--add N" in capsys.readouterr().out
-    added = ftsweep("resume", str(results / "cli"), "--add", "1")
+    added = ftsweep("resume", str(results / "cli"), "--add", "1", env=env)
     assert added.returncode == 0, added.stderr[-3000:]
+    assert "resumed    2 trials so far" in added.stdout and "3/3 trials done" in added.stdout
     grown = pd.read_csv(results / "cli" / "leaderboard.csv")
     assert len(grown) == 3 and grown["trial_id"].is_unique
     assert (grown["status"] == "completed").all()
@@ -114,6 +130,26 @@ def test_run_leaderboard_export_from_the_command_line(tmp_path, capsys):
     state = sorted((results / "cli" / "tune").glob("searcher-state-*.pkl"))[-1]
     study = pickle.loads(state.read_bytes())["_ot_study"]
     assert len(study.trials) == 3  # the new trial was sampled with the first two in history
+
+    # MLflow: one run per trial (the resume logged to the URI the sweep ran with).
+    from mlflow.tracking import MlflowClient
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    try:
+        client = MlflowClient(mlruns)
+        experiment = client.get_experiment_by_name("cli")
+        runs = client.search_runs([experiment.experiment_id])
+    finally:
+        del os.environ["MLFLOW_ALLOW_FILE_STORE"]
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(grown["trial_id"])
+    for r in runs:
+        assert r.data.params["backbone"] == "resnet18" and "val_accuracy" in r.data.metrics
+        assert r.info.status == "FINISHED"
+
+    # status --watch of a finished sweep shows it once and ends.
+    assert main(["status", str(results / "cli"), "--watch", "0.1"]) == 0
+    watched = capsys.readouterr().out
+    assert watched.startswith("--- ") and watched.count("--- ") == 1 and "3 completed" in watched
 
 
 def test_rerun_without_name_gets_a_fresh_folder(write_space, tmp_path):

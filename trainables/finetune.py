@@ -64,6 +64,7 @@ class TrialSetup:
     cache: CacheFile | None = None  # None: decode from disk every epoch (over the budget)
     compile: bool = False  # torch.compile the model (worth it for long trials only)
     split_rows: str = ""  # split.csv's text, for workers that cannot read split_csv
+    verbose: bool = False  # keep Ray Train's "Checkpoint successfully created" lines
 
 
 def split_frame(setup: TrialSetup) -> pd.DataFrame:
@@ -81,6 +82,8 @@ def tune_trainable(
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id() or ""
+    if not setup.verbose:  # one INFO line per epoch and trial, forwarded to the driver
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     maybe_inject(trial_id, 0)  # only where a test asked for faults (trainables/faults.py)
 
     node_id = ray.get_runtime_context().get_node_id()  # Ray adds node_ip, not the id
