@@ -121,10 +121,11 @@ def _status(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from search.space import load_space
-    from search.validate import describe
+    from search.validate import cluster_nodes, describe
 
     space = load_space(args.space)
-    print("\n".join(describe(space)))
+    nodes = cluster_nodes(args.address)
+    print("\n".join(describe(space, timing=not args.no_timing, nodes=nodes)))
     print(f"{args.space}: OK")
     return 0
 
@@ -260,6 +261,13 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _completion(args: argparse.Namespace) -> int:
+    from search.completion import script
+
+    print(script(_parser(), args.shell), end="")
+    return 0
+
+
 def _sweep(location: str) -> Path:
     """RESULTS/NAME; a sweep on object storage (s3://...) is copied to results/NAME first."""
     from search.storage import local_sweep
@@ -357,10 +365,20 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate",
-        help="check a space file without running",
-        description="Check a space file. Example: ftsweep validate spaces/quickstart.yaml",
+        help="check a space file and say what a run would do, without running it",
+        description="Check a space file and explain the run: its parameters, the data, trials "
+        "at once, seconds per trial from a timed step, and warnings. "
+        "Example: ftsweep validate spaces/quickstart.yaml",
     )
     validate.add_argument("space")
+    validate.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="skip the timed training step (no cost per trial, no time-budget warning)",
+    )
+    validate.add_argument(
+        "--address", help="count trials at once on this Ray cluster (default: RAY_ADDRESS)"
+    )
     validate.set_defaults(command=_validate)
 
     init = commands.add_parser(
@@ -474,4 +492,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("sweep", help="RESULTS/NAME")
     plot.set_defaults(command=_plot)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Complete ftsweep's commands, flags and their values in the shell. "
+        'Example, in ~/.bashrc: eval "$(ftsweep completion bash)"; '
+        'in ~/.zshrc, after compinit: eval "$(ftsweep completion zsh)"',
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(command=_completion)
     return parser

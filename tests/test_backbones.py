@@ -69,9 +69,9 @@ def test_frozen_depth_all_and_the_fine_tuning_options_parse(write_space, torch_h
 def test_bad_fine_tuning_values_name_the_key(write_space, capsys, line, words):
     text = "name: t\ndata: {source: digits}\nspace:\n  " + line + "\n"
     if words == "no":  # a valid space (control)
-        assert main(["validate", str(write_space(text))]) == 0
+        assert main(["validate", str(write_space(text)), "--no-timing"]) == 0
         return
-    assert main(["validate", str(write_space(text))]) == 2
+    assert main(["validate", str(write_space(text)), "--no-timing"]) == 2
     err = capsys.readouterr().err
     assert words in err and "space.yaml:" in err
     if "resnet7" in line:
@@ -79,7 +79,7 @@ def test_bad_fine_tuning_values_name_the_key(write_space, capsys, line, words):
 
 
 def test_validate_prints_stages_clamping_and_missing_weights(write_space, capsys, torch_home):
-    assert main(["validate", str(write_space(MANY))]) == 0
+    assert main(["validate", str(write_space(MANY)), "--no-timing"]) == 0
     out = capsys.readouterr().out
     assert "mobilenet_v3_small 5, resnet18 5, vit_b_16 5" in out
     assert "frozen_depth up to 8 but resnet18 has 5 stages" in out

@@ -288,7 +288,7 @@ def test_validate_suggests_a_packing(write_space):
     data: {source: digits, image_size: 64}
     space: {backbone: {choice: [resnet18, resnet50]}, weights: none}
     """
-    lines = "\n".join(describe(load_space(write_space(text))))
+    lines = "\n".join(describe(load_space(write_space(text)), timing=False))
     assert "resnet18 at 64 px, batch 64" in lines and "suggested resources.gpus: 0.25" in lines
 
 

@@ -35,7 +35,7 @@ def test_init_writes_a_space_that_validates(tmp_path, capsys):
     assert space.search.scheduler.type == "asha"
     assert space.resources.gpus == (0.5 if torch.cuda.is_available() else 0)
     # validate reads it without errors (weights missing from the cache are warnings).
-    assert main(["validate", str(out)]) == 0
+    assert main(["validate", str(out), "--no-timing"]) == 0
     assert f"{out}: OK" in capsys.readouterr().out
     # Never over an existing file.
     assert main(["init", str(data), "--out", str(out)]) == 2

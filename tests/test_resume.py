@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import signal
@@ -11,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from search.status import watch
 from tests.conftest import (
-    ftsweep,
     midway,
     reported_epochs,
     saved_progress,
@@ -86,8 +87,13 @@ def test_resume_after_interruption(tmp_path, how):
         restored = sweep / "tune" / damaged_trial / f"checkpoint_{running[damaged_trial] - 1:06d}"
         (restored / "state.pt").write_bytes((restored / "state.pt").read_bytes()[:1000])
 
-    status = ftsweep("status", str(sweep))
-    assert status.returncode == 0 and "resumable: yes" in status.stdout, status.stdout
+    # status --watch from another terminal: an unfinished sweep is shown again
+    # and again (here two views), one after the other in a pipe.
+    views = io.StringIO()
+    watch(str(sweep), interval=0.1, out=views, refreshes=2)
+    shown = views.getvalue()
+    assert shown.count("--- ") == 2 and shown.count("resumable: yes") == 2, shown
+    assert "\x1b" not in shown and "running: trial " in shown
 
     resume = start_ftsweep("resume", str(sweep))
     out, err = resume.communicate(timeout=600)

@@ -1,0 +1,119 @@
+"""What `ftsweep validate` estimates: seconds per trial from a short timed step,
+and the sweep's length with and without ASHA's early stops."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from search.space import Space
+from trainables.finetune import _precision
+from trainables.loop import autocast, classification_loss, to_device
+from trainables.models import build_model
+from trainables.optim import build_optimizer
+
+WARMUP_STEPS = 2  # allocations, the first optimizer step's state, cuDNN's choice of kernels
+TIMED_STEPS = 3
+SLOW_STEP_S = 5.0  # a warm-up step this slow is the estimate (a large model on a CPU)
+
+
+@dataclass(frozen=True)
+class TrialCost:
+    backbone: str
+    step_s: float  # one training step of a batch
+    epoch_s: float  # training steps over the train split, and evaluation of val
+    trial_s: float  # max_epochs epochs
+
+    def describe(self, max_epochs: int) -> str:
+        return (
+            f"{self.backbone}: {self.step_s * 1000:.0f} ms/step, {duration(self.epoch_s)}/epoch, "
+            f"{duration(self.trial_s)} for {max_epochs} epochs"
+        )
+
+
+def time_trials(
+    space: Space, backbones: list[str], train: int, val: int, classes: int, device: torch.device
+) -> list[TrialCost]:
+    """Times a few training steps of each backbone at the sweep's image and batch size.
+
+    With nothing frozen (the slowest frozen_depth) and no pretrained weights
+    (the same work), on ``device``; evaluation is taken as a third of a step
+    per batch of twice the size, as trials evaluate without gradients.
+    """
+    batch = space.trial.batch_size
+    steps = max(1, math.ceil(train / batch))
+    eval_steps = math.ceil(val / (2 * batch)) if val else 0
+    costs = []
+    threads = torch.get_num_threads()
+    if device.type == "cpu":  # as many threads as a trial gets (trainables/finetune.py)
+        torch.set_num_threads(max(1, int(space.resources.cpus)))
+    try:
+        for backbone in backbones:
+            step_s = time_step(
+                backbone, space.data.image_size, batch, classes, device, space.trial.precision
+            )
+            epoch_s = step_s * steps + step_s / 3 * 2 * eval_steps
+            costs.append(TrialCost(backbone, step_s, epoch_s, epoch_s * space.trial.max_epochs))
+    finally:
+        torch.set_num_threads(threads)
+    return costs
+
+
+def time_step(
+    backbone: str, image_size: int, batch: int, classes: int, device: torch.device, precision: str
+) -> float:
+    """Seconds of one forward, backward and optimizer step (the mean of a few)."""
+    torch.manual_seed(0)
+    model = build_model(backbone, classes, weights="none", image_size=image_size).to(device)
+    optimizer = build_optimizer(model, "adamw", lr=1e-3)
+    amp_dtype, _ = _precision(precision, device)
+    images = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8)
+    labels = torch.randint(0, classes, (batch,))
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    elapsed = 0.0
+    for step in range(WARMUP_STEPS + TIMED_STEPS):
+        start = time.perf_counter()
+        inputs = to_device(images, device)
+        with autocast(device, amp_dtype):
+            loss = classification_loss(model(inputs), labels.to(device), loss_fn)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if step >= WARMUP_STEPS:
+            elapsed += time.perf_counter() - start
+        elif step > 0 and time.perf_counter() - start > SLOW_STEP_S:
+            return time.perf_counter() - start
+    del model, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return elapsed / TIMED_STEPS
+
+
+def asha_epochs(max_epochs: int, grace_period: int, reduction_factor: float) -> float:
+    """The mean epochs of a trial when ASHA stops as designed: all trials reach
+    ``grace_period``, 1 in ``reduction_factor`` each next rung, few ``max_epochs``."""
+    if grace_period >= max_epochs:
+        return float(max_epochs)
+    epochs, rung, survivors = float(grace_period), float(grace_period), 1.0
+    while rung < max_epochs:
+        following = min(rung * reduction_factor, max_epochs)
+        survivors /= reduction_factor
+        epochs += survivors * (following - rung)
+        rung = following
+    return epochs
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    return f"{minutes / 60:.1f} h"
