@@ -96,12 +96,24 @@ def time_step(
     return elapsed / TIMED_STEPS
 
 
-def asha_epochs(max_epochs: int, grace_period: int, reduction_factor: float) -> float:
-    """The mean epochs of a trial when ASHA stops as designed: all trials reach
-    ``grace_period``, 1 in ``reduction_factor`` each next rung, few ``max_epochs``."""
-    if grace_period >= max_epochs:
+def asha_epochs(
+    max_epochs: int, grace_period: int | None, reduction_factor: float, reached: int = 0
+) -> float:
+    """The epochs a trial trains when ASHA stops as designed, on average: to the
+    next rung surely, each rung after with chance 1 in ``reduction_factor``.
+
+    ``reached``: epochs the trial has already trained without being stopped
+    (0 for a new trial); ``grace_period`` None: no ASHA, every trial trains
+    ``max_epochs``.
+    """
+    if grace_period is None or reached >= max_epochs:
         return float(max_epochs)
-    epochs, rung, survivors = float(grace_period), float(grace_period), 1.0
+    rung = float(grace_period)
+    while rung <= reached:  # the rungs it has passed
+        rung = min(rung * reduction_factor, max_epochs)
+        if rung >= max_epochs:
+            return float(max_epochs)
+    epochs, survivors = rung, 1.0
     while rung < max_epochs:
         following = min(rung * reduction_factor, max_epochs)
         survivors /= reduction_factor

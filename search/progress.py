@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from search.costs import asha_epochs
 from search.leaderboard import error_line
 from trainables.hparams import EPOCH
 
@@ -66,6 +67,7 @@ class SweepProgress(Callback):
         num_samples: the trials the sweep plans (resume: with --add's too).
         max_epochs: a trial that ends sooner without an error was stopped early.
         time_budget_s: Ray stops starting trials after this long (None: no budget).
+        grace_period, reduction_factor: ASHA's, for the estimate of the time left.
     """
 
     metric: str
@@ -73,7 +75,10 @@ class SweepProgress(Callback):
     num_samples: int
     max_epochs: int
     time_budget_s: float | None = None
+    grace_period: int | None = None  # ASHA's (None: no early stopping)
+    reduction_factor: float = 3.0
     title: str = ""  # the first line printed
+    constants: frozenset[str] = frozenset()  # config keys the space fixes: not shown
     out: TextIO | None = None  # None: sys.stdout when printing (Ray pickles callbacks)
     tty: bool | None = None  # None: whether ``out`` is a terminal
     clock: Any = time.monotonic
@@ -83,8 +88,8 @@ class SweepProgress(Callback):
             isatty = getattr(self.stream, "isatty", None)
             self.tty = bool(isatty and isatty())
         self._start = self.clock()
-        self._durations: list[float] = []  # seconds each ended trial trained
-        self._running_times: list[float] = []  # seconds each running trial has trained
+        self._epoch_s: list[float] = []  # seconds of each epoch reported (evaluation included)
+        self._running_epochs: list[int] = []  # epochs each running trial has trained
         self._slots = 0  # the most trials seen running at once
         self._best: Best | None = None  # the best result of any trial at any epoch
         self._announced: Best | None = None  # the best among trials that ended
@@ -110,11 +115,12 @@ class SweepProgress(Callback):
         if not self._seeded:  # before any new result: what a resumed sweep already has
             self._seeded = True
             for trial in trials:
-                if trial.status in ("TERMINATED", "ERROR"):
-                    self._durations.append(_trained(trial))
+                epochs = (trial.last_result or {}).get(EPOCH)
+                if epochs:  # restored: its mean epoch
+                    self._epoch_s.append(_trained(trial) / epochs)
                 best = _number(trial.metric_analysis.get(self.metric, {}).get(self.mode))
                 if best is not None and self._better(best, self._best):
-                    self._best = Best(trial.trial_id, best, None, describe(trial))
+                    self._best = Best(trial.trial_id, best, None, self._config(trial))
             self._announced = self._best
             if self._best is not None:
                 self._count(trials)
@@ -124,12 +130,14 @@ class SweepProgress(Callback):
                 )
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
+        seconds = _number(result.get("time_this_iter_s"))
+        if seconds is not None:
+            self._epoch_s.append(seconds)
         value = _number(result.get(self.metric))
         if value is not None and self._better(value, self._best):
-            self._best = Best(trial.trial_id, value, result.get(EPOCH), describe(trial))
+            self._best = Best(trial.trial_id, value, result.get(EPOCH), self._config(trial))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
-        self._durations.append(_trained(trial))
         epoch = (trial.last_result or {}).get(EPOCH)
         best = _number(trial.metric_analysis.get(self.metric, {}).get(self.mode))
         score = f"best {self.metric} {best:.4f}" if best is not None else "no result"
@@ -142,12 +150,13 @@ class SweepProgress(Callback):
         else:
             self._event(f"stopped    {trial.trial_id}  early by ASHA at epoch {epoch}: {score}")
         if best is not None and self._better(best, self._announced):
-            self._announced = Best(trial.trial_id, best, None, describe(trial))
-            self._event(f"new best   {trial.trial_id}  {self.metric} {best:.4f}: {describe(trial)}")
+            self._announced = Best(trial.trial_id, best, None, self._config(trial))
+            self._event(
+                f"new best   {trial.trial_id}  {self.metric} {best:.4f}: {self._config(trial)}"
+            )
         self._summary(trials, ended=(trial, "TERMINATED"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
-        self._durations.append(_trained(trial))
         self._event(f"errored    {trial.trial_id}  {_error(trial)}")
         self._summary(trials, ended=(trial, "ERROR"))
 
@@ -192,25 +201,39 @@ class SweepProgress(Callback):
         return " | ".join(parts)
 
     def time_left(self) -> str | None:
-        """The estimate: the work left at the mean trial's length, over the trials that
-        ran at once so far; the time budget's end when that comes first."""
+        """The estimate: the epochs left at the mean epoch's length, over the trials
+        that ran at once; the time budget's end when that comes first.
+
+        The epochs left count ASHA's stops as designed (search/costs.py): a new
+        trial trains 2 of 6 epochs on average at grace 1 and factor 3; one that
+        passed a rung more.
+        """
         c = self._counts
         if c.total - c.done <= 0:
             return None
         by_budget = None
         if self.time_budget_s is not None:
             by_budget = max(0.0, self.time_budget_s - (self.clock() - self._start))
-        by_trials = None
-        if self._durations:
-            mean = sum(self._durations) / len(self._durations)
-            work = (c.not_started + c.pending) * mean
-            work += sum(max(0.0, mean - spent) for spent in self._running_times)
-            by_trials = work / max(1, self._slots)
-        if by_trials is not None and (by_budget is None or by_trials <= by_budget):
-            return f"~{duration(by_trials)} left"
+        by_epochs = None
+        if self._epoch_s:
+            epoch_s = sum(self._epoch_s) / len(self._epoch_s)
+            rf = self.reduction_factor
+            epochs = (c.not_started + c.pending) * asha_epochs(
+                self.max_epochs, self.grace_period, rf
+            )
+            epochs += sum(
+                asha_epochs(self.max_epochs, self.grace_period, rf, e) - e
+                for e in self._running_epochs
+            )
+            by_epochs = epochs * epoch_s / max(1, self._slots)
+        if by_epochs is not None and (by_budget is None or by_epochs <= by_budget):
+            return f"~{duration(by_epochs)} left"
         if by_budget is not None:
             return f"~{duration(by_budget)} left (time budget)"
-        return "time left: known once a trial ends"
+        return "time left: known after the first epoch"
+
+    def _config(self, trial: Any) -> str:
+        return describe(trial, self.constants)
 
     def _key(self) -> tuple:
         return (self._counts, self._best.value if self._best else None)
@@ -227,7 +250,7 @@ class SweepProgress(Callback):
     def _count(self, trials: list, ended: tuple[Any, str] | None = None) -> None:
         """``ended``: a trial and the status it is about to get (callbacks run first)."""
         counts = Counts(self.num_samples)
-        self._running_times = []
+        self._running_epochs = []
         for trial in trials:
             status = ended[1] if ended is not None and trial is ended[0] else trial.status
             if status == "TERMINATED":
@@ -240,7 +263,7 @@ class SweepProgress(Callback):
                 counts.errored += 1
             elif status == "RUNNING":
                 counts.running += 1
-                self._running_times.append(_trained(trial))
+                self._running_epochs.append(int((trial.last_result or {}).get(EPOCH) or 0))
             else:  # PENDING, PAUSED: waiting for resources or for their turn
                 counts.pending += 1
         counts.total = max(counts.total, len(trials))
@@ -282,10 +305,13 @@ class SweepProgress(Callback):
         self._last_draw = self.clock()
 
 
-def describe(trial: Any) -> str:
-    """A trial's sampled values on one line: ``backbone=resnet18 lr=0.002 ...``."""
+def describe(trial: Any, constants: frozenset[str] = frozenset()) -> str:
+    """A trial's sampled values on one line: ``backbone=resnet18 lr=0.002 ...``
+    (``constants``: keys the space fixes, the same for every trial)."""
     params = trial.evaluated_params or {}
-    return " ".join(f"{key.rsplit('.', 1)[-1]}={_value(v)}" for key, v in params.items())
+    return " ".join(
+        f"{key.rsplit('.', 1)[-1]}={_value(v)}" for key, v in params.items() if key not in constants
+    )
 
 
 def _value(value: Any) -> str:

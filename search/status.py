@@ -45,7 +45,7 @@ def describe_status(sweep_dir: Path) -> list[str]:
         lines.append(f"  its configuration: {' '.join(config)}")
     if len(board):
         for row in board[board["status"] == "running"].itertuples():
-            epochs = int(row.epochs) if pd.notna(row.epochs) else 0
+            epochs = _epochs(row)
             value = getattr(row, key, None)
             score = f", {key} {value:.4f}" if value is not None and pd.notna(value) else ""
             lines.append(
@@ -85,8 +85,7 @@ def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> lis
     if age < 120:
         lines.append("the sweep may still be running (its state was saved in the last 2 minutes)")
     epochs = ", ".join(
-        f"{row.trial_id} from epoch {int(row.epochs) if pd.notna(row.epochs) else 0}"
-        for row in unfinished.itertuples()
+        f"{row.trial_id} from epoch {_epochs(row)}" for row in unfinished.itertuples()
     )
     plan = []
     if len(unfinished):
@@ -142,6 +141,12 @@ def sweep_finished(sweep_dir: Path) -> bool:
     statuses = ray_statuses(sweep_dir)
     planned = open_sweep(sweep_dir).search.num_samples
     return len(statuses) >= planned and all(s in ("TERMINATED", "ERROR") for s in statuses.values())
+
+
+def _epochs(row: object) -> int:
+    """A leaderboard row's epochs; 0 before any trial reported (no such column yet)."""
+    epochs = getattr(row, "epochs", None)
+    return int(epochs) if epochs is not None and pd.notna(epochs) else 0
 
 
 def _value(value: object) -> str:

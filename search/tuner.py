@@ -21,6 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search.layout import SPLIT_FILE, TUNE_DIR
+from search.params import walk
 from search.progress import SweepProgress
 from search.sampling import DefineByRun, build_sampler
 from search.space import Space
@@ -163,6 +164,7 @@ def set_callbacks(
     callbacks += tracking_callbacks(space, sweep_dir, mlflow_uri)
     run_config.verbose = None if verbose else 0  # None: Ray's default output
     if not verbose:
+        sched = space.search.scheduler
         callbacks.append(
             SweepProgress(
                 metric=space.trial.metric,
@@ -170,7 +172,10 @@ def set_callbacks(
                 num_samples=space.search.num_samples,
                 max_epochs=space.trial.max_epochs,
                 time_budget_s=space.search.time_budget_s,
+                grace_period=sched.grace_period if sched.type == "asha" else None,
+                reduction_factor=sched.reduction_factor,
                 title=plan(space),
+                constants=frozenset(p.key for p in walk(space.params) if p.kind == "const"),
             )
         )
     run_config.callbacks = callbacks
@@ -181,7 +186,7 @@ def plan(space: Space) -> str:
     sched = space.search.scheduler
     stopping = (
         f"ASHA stops weak trials from epoch {sched.grace_period} (keeps 1 in "
-        f"{sched.reduction_factor})"
+        f"{sched.reduction_factor:g})"
         if sched.type == "asha"
         else "no early stopping"
     )

@@ -46,7 +46,12 @@ def view(tty: bool = False, **kwargs) -> tuple[SweepProgress, io.StringIO, Clock
 
 def result(t: SimpleNamespace, progress: SweepProgress, trials: list, epoch: int, value: float):
     """What Ray does with a result: callbacks first, then the trial's own record."""
-    r = {"epoch": epoch, "val_accuracy": value, "time_total_s": 10.0 * epoch}
+    r = {
+        "epoch": epoch,
+        "val_accuracy": value,
+        "time_total_s": 10.0 * epoch,
+        "time_this_iter_s": 10.0,
+    }
     progress.on_trial_result(0, trials, t, r)
     t.last_result = r
     best = max(value, t.metric_analysis.get("val_accuracy", {}).get("max", value))
@@ -81,7 +86,7 @@ def test_events_and_counts_in_a_log_file(tmp_path):
     assert "\x1b" not in text and "\r" not in text  # a log file gets no control characters
     assert lines[0].endswith("sweep t: 4 trials")
     assert "0/4 trials done" in lines[1] and "2 running | 1 waiting" in lines[1]
-    assert "time left: known once a trial ends" in lines[1]
+    assert "time left: known after the first epoch" in lines[1]
     events = [line.split(" ", 1)[1] for line in lines]
     assert "stopped    bbbb  early by ASHA at epoch 2: best val_accuracy 0.3100" in events
     assert "finished   aaaa  best val_accuracy 0.9000, 3 epochs" in events
@@ -120,22 +125,28 @@ def test_a_terminal_gets_one_status_line_redrawn_in_place():
     assert text.endswith("\n") and "1/4 trials done (1 completed" in text.splitlines()[-1]
 
 
-def test_time_left_from_trial_lengths_and_the_budget():
-    progress, _, clock = view(num_samples=10, time_budget_s=3600)
+def test_time_left_from_epoch_lengths_asha_and_the_budget():
+    progress, _, clock = view(
+        num_samples=10, max_epochs=6, time_budget_s=3600, grace_period=1, reduction_factor=3
+    )
     trials = [trial(f"t{i}", "RUNNING") for i in range(2)]
     progress.on_step_begin(0, trials)
     progress._count(trials)
-    assert progress.time_left() == "~1h00m left (time budget)"
-    clock.now += 600
+    assert progress.time_left() == "~1h00m left (time budget)"  # no epoch timed yet
+    clock.now += 60
     for t in trials:
-        t.last_result = {"epoch": 3, "time_total_s": 600.0}
-        progress.on_trial_complete(0, trials, t)
-        t.status = "TERMINATED"
+        progress.on_trial_result(0, trials, t, {"epoch": 1, "time_this_iter_s": 60.0})
+        t.last_result = {"epoch": 1}
     progress._count(trials)
-    # 8 trials of 10 min each, 2 at a time: 40 min, under the 50 left in the budget.
-    assert progress.time_left() == "~40m00s left"
-    clock.now += 2700
+    # ASHA at grace 1, factor 3, 6 epochs: a new trial trains 2 epochs on average;
+    # one past the first rung 4, so 3 more. (8 x 2 + 2 x 3) epochs of 60 s, 2 at once.
+    assert progress.time_left() == "~11m00s left"
+    clock.now += 3240
     assert progress.time_left() == "~5m00s left (time budget)"
+    unbounded, _, _ = view(num_samples=10, max_epochs=6)  # no ASHA: every trial trains 6
+    unbounded.on_trial_result(0, trials, trials[0], {"epoch": 1, "time_this_iter_s": 60.0})
+    unbounded._count(trials)
+    assert unbounded.time_left() == "~29m00s left"  # (8 x 6 + 2 x 5) x 60 s / 2
 
 
 def test_a_resumed_sweep_starts_from_its_best_so_far():
@@ -268,3 +279,27 @@ def test_mlflow_uri_errors(tmp_path):
     (tmp_path / MLFLOW_FILE).write_text("{")
     with pytest.raises(UserError, match="--mlflow URI"):
         mlflow_uri(tmp_path, None)
+
+
+def test_status_watch_of_a_sweep_whose_trial_has_not_reported(write_space, tmp_path):
+    """The first minute of a sweep: Ray lists a running trial with no result yet."""
+    import json
+
+    from search.layout import SPACE_FILE
+    from search.space import load_space
+    from search.status import watch
+    from tests.conftest import MINIMAL
+
+    sweep = tmp_path / "t"
+    (sweep / "tune" / "trial_abc").mkdir(parents=True)
+    load_space(write_space(MINIMAL)).dump(sweep / SPACE_FILE)
+    (sweep / "tune" / "trial_abc" / "params.json").write_text("{}")
+    trial_data = [[json.dumps({"trial_id": "abc", "status": "RUNNING"}), "{}"]]
+    state = {"trial_data": trial_data}
+    (sweep / "tune" / "experiment_state-2026-11-23_04-00-00.json").write_text(json.dumps(state))
+    views = io.StringIO()
+    watch(str(sweep), interval=0.01, out=views, refreshes=2)
+    text = views.getvalue()
+    assert text.count("--- ") == 2 and "\x1b" not in text
+    assert "running: trial abc, epoch 0 of 2" in text
+    assert "continue 1 unfinished trials (abc from epoch 0)" in text
