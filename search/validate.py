@@ -63,7 +63,7 @@ def describe(
             + f" (data.bad_files: {space.data.bad_files}; `ftsweep run` lists them in {SCAN_FILE})"
         )
     else:
-        lines.append("data problems: none found (every image's header was read)")
+        lines.append("data problems: none found by the scan")
     backbones = sorted({v for p in walk(space.params) if p.name == "backbone" for v in p.values})
     lines.append(
         "backbone stages (frozen_depth counts these; all = every one): "
