@@ -104,6 +104,17 @@ def _report(result: SweepResult) -> int:
             file=sys.stderr,
         )
         return 130
+    statuses = board["status"] if len(board) else None
+    if statuses is not None and (statuses == "errored").all():
+        first = board["error"].dropna().iloc[0] if board["error"].notna().any() else "unknown"
+        print(
+            f"\nevery trial errored ({len(board)}); the first error: {first}\n"
+            "fix its cause (the trials' error.txt in tune/ has the tracebacks), then re-run "
+            f"them from their checkpoints with\n  ftsweep resume {result.sweep_dir} "
+            "--retry-errored",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

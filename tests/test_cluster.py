@@ -80,9 +80,16 @@ def _node_to_remove(experiment: Path, workers: list) -> object | None:
     return None
 
 
-def test_multi_node_needs_shared_storage(cluster, write_space, tmp_path):
+def test_multi_node_needs_shared_storage(cluster, write_space, tmp_path, capsys):
     ray_cluster, _ = cluster
     space = write_space(SPACE)
+    # validate counts the trials that fit at once over the cluster's nodes.
+    from search.cli import main
+
+    assert main(["validate", str(space), "--address", ray_cluster.address, "--no-timing"]) == 0
+    out = capsys.readouterr().out
+    assert "on the cluster's 3 nodes at most 2 trials at once" in out, out
+
     done = ftsweep("run", str(space), "--address", ray_cluster.address, "--results", str(tmp_path))
     assert done.returncode == 2, done.stderr[-3000:]
     assert "--storage" in done.stderr and "2 nodes" in done.stderr

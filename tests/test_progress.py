@@ -303,3 +303,27 @@ def test_status_watch_of_a_sweep_whose_trial_has_not_reported(write_space, tmp_p
     assert text.count("--- ") == 2 and "\x1b" not in text
     assert "running: trial abc, epoch 0 of 2" in text
     assert "continue 1 unfinished trials (abc from epoch 0)" in text
+
+
+def test_a_sweep_whose_every_trial_errored_exits_1(tmp_path, capsys):
+    """An overnight run that trained nothing must not look like a success."""
+    import pandas as pd
+
+    from search.cli import _report
+    from search.sweep import SweepResult
+
+    board = pd.DataFrame(
+        {
+            "rank": [1, 2],
+            "trial_id": ["aaaa", "bbbb"],
+            "status": ["errored", "errored"],
+            "best_val_accuracy": [float("nan")] * 2,
+            "error": ["out of memory (resnet50, batch_size 256): CUDA out of memory", None],
+        }
+    )
+    assert _report(SweepResult(tmp_path, board, None, "val_accuracy")) == 1
+    err = capsys.readouterr().err
+    assert "every trial errored (2); the first error: out of memory (resnet50" in err
+    assert f"ftsweep resume {tmp_path} --retry-errored" in err
+    board.loc[1, "status"] = "completed"  # one trial trained: a sweep, with an error
+    assert _report(SweepResult(tmp_path, board, None, "val_accuracy")) == 0
