@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from search.completion import SHELLS
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
@@ -511,6 +512,6 @@ def _parser() -> argparse.ArgumentParser:
         'Example, in ~/.bashrc: eval "$(ftsweep completion bash)"; '
         'in ~/.zshrc, after compinit: eval "$(ftsweep completion zsh)"',
     )
-    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.add_argument("shell", choices=SHELLS)
     completion.set_defaults(command=_completion)
     return parser

@@ -22,6 +22,7 @@ from ray.tune import Callback
 
 from search.costs import asha_epochs
 from search.leaderboard import error_line
+from search.status import clock_time, short_value
 from trainables.hparams import EPOCH
 
 CLEAR_LINE = "\r\x1b[K"
@@ -141,7 +142,7 @@ class SweepProgress(Callback):
         epoch = (trial.last_result or {}).get(EPOCH)
         best = _number(trial.metric_analysis.get(self.metric, {}).get(self.mode))
         score = f"best {self.metric} {best:.4f}" if best is not None else "no result"
-        if epoch is not None and epoch >= self.max_epochs:
+        if self._completed(trial):
             self._event(f"finished   {trial.trial_id}  {score}, {epoch} epochs")
         elif self._budget_spent():
             self._event(
@@ -243,6 +244,11 @@ class SweepProgress(Callback):
             return True
         return value > than.value if self.mode == "max" else value < than.value
 
+    def _completed(self, trial: Any) -> bool:
+        """Whether an ended trial trained every epoch (else ASHA or the budget stopped it)."""
+        epoch = (trial.last_result or {}).get(EPOCH)
+        return epoch is not None and epoch >= self.max_epochs
+
     def _budget_spent(self) -> bool:
         budget = self.time_budget_s
         return budget is not None and self.clock() - self._start >= budget - BUDGET_SLACK_S
@@ -254,8 +260,7 @@ class SweepProgress(Callback):
         for trial in trials:
             status = ended[1] if ended is not None and trial is ended[0] else trial.status
             if status == "TERMINATED":
-                epoch = (trial.last_result or {}).get(EPOCH)
-                if epoch is not None and epoch >= self.max_epochs:
+                if self._completed(trial):
                     counts.completed += 1
                 else:
                     counts.stopped_early += 1
@@ -310,14 +315,10 @@ def describe(trial: Any, constants: frozenset[str] = frozenset()) -> str:
     (``constants``: keys the space fixes, the same for every trial)."""
     params = trial.evaluated_params or {}
     return " ".join(
-        f"{key.rsplit('.', 1)[-1]}={_value(v)}" for key, v in params.items() if key not in constants
+        f"{key.rsplit('.', 1)[-1]}={short_value(v)}"
+        for key, v in params.items()
+        if key not in constants
     )
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
 
 
 def _number(value: Any) -> float | None:
@@ -335,10 +336,6 @@ def _error(trial: Any) -> str:
     if path and Path(path).is_file():
         return error_line(Path(path).read_text(errors="replace"))
     return "an error (see the trial's error.txt)"
-
-
-def clock_time() -> str:
-    return time.strftime("%H:%M:%S")
 
 
 def duration(seconds: float) -> str:

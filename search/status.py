@@ -41,7 +41,9 @@ def describe_status(sweep_dir: Path) -> list[str]:
             f"at epoch {int(best['best_epoch'])}"
         )
         columns = dict.fromkeys(p.column for p in walk(space.params))
-        config = [f"{c}={_value(best[c])}" for c in columns if c in board and pd.notna(best[c])]
+        config = [
+            f"{c}={short_value(best[c])}" for c in columns if c in board and pd.notna(best[c])
+        ]
         lines.append(f"  its configuration: {' '.join(config)}")
     if len(board):
         for row in board[board["status"] == "running"].itertuples():
@@ -121,7 +123,7 @@ def watch(
         sweep_dir = resolve(location)
         lines = describe_status(sweep_dir)
         finished = sweep_finished(sweep_dir)
-        stamp = time.strftime("%H:%M:%S")
+        stamp = clock_time()
         if tty:
             out.write(CLEAR_SCREEN)
             note = "the sweep has finished" if finished else "Ctrl-C stops watching"
@@ -149,7 +151,12 @@ def _epochs(row: object) -> int:
     return int(epochs) if epochs is not None and pd.notna(epochs) else 0
 
 
-def _value(value: object) -> str:
+def clock_time() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def short_value(value: object) -> str:
+    """A sampled value on a status line: floats to 3 significant digits."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
