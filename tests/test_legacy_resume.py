@@ -1,0 +1,36 @@
+"""A sweep written by an earlier layout of ftsweep still resumes to the end.
+
+Ray pickles some of our classes by module path into tune/ (the searcher with
+its define-by-run space, the state backup callback, the trial folder namer).
+tests/fixtures/legacy-sweep was written by ftsweep at commit bdb7a72, before
+search/ was grouped into packages, and killed before its first checkpoint:
+its pickles name search.tuner, search.sampling, search.params and search.state.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ftsweep
+
+pytestmark = pytest.mark.slow
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy-sweep"
+
+
+def test_old_layout_sweep_resumes_to_completion(tmp_path):
+    sweep = tmp_path / "results" / "legacy"
+    shutil.copytree(FIXTURE, sweep)
+    done = ftsweep("resume", str(sweep), "--results", str(tmp_path / "results"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    board = pd.read_csv(sweep / "leaderboard.csv")
+    assert len(board) == 3  # the planned trials, the one the old run started among them
+    assert "96e0f29a" in set(board["trial_id"].astype(str))
+    assert set(board["status"]) <= {"completed", "stopped_early"}
+    assert (sweep / "best" / "model.safetensors").is_file()
+    # New trials went to the copy, not to the folder the old run wrote to.
+    assert len(list((sweep / "tune").glob("trial_*"))) == 3
