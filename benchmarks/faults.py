@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.leaderboard import render
+from search.outputs.leaderboard import render
 from tests.conftest import (
     ftsweep,
     midway,

@@ -5,15 +5,20 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from search import _legacy
+
+_legacy.install()  # sweeps written before search/ had packages still unpickle
+
 # Imported on first use, so that a command which only reads a results folder
 # (leaderboard, status, plot) does not import Ray.
 _EXPORTS = {
-    "FineTunedModel": "search.export",
-    "export_trial": "search.export",
-    "load_model": "search.export",
-    "Space": "search.space",
-    "load_space": "search.space",
+    "FineTunedModel": "search.model.export",
+    "export_trial": "search.model.export",
+    "load_model": "search.model.export",
+    "Space": "search.space.loader",
+    "load_space": "search.space.loader",
     "SweepResult": "search.sweep",
+    "resume_sweep": "search.sweep",
     "run_sweep": "search.sweep",
 }
 

@@ -12,16 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pandas as pd
 
-from search.cluster import check_cluster, cluster_address, start_ray
-from search.export import export_trial, replace_folder
-from search.layout import LEADERBOARD_FILE, SPACE_FILE, SPLIT_FILE, TUNE_DIR
-from search.leaderboard import build_leaderboard, open_sweep, ray_statuses
-from search.space import Space, load_space
-from search.state import add_trials, rebase_search_state, repair_state
-from search.storage import (
+from search.engine.cluster import check_cluster, cluster_address, start_ray
+from search.engine.tracking import mlflow_uri
+from search.engine.tuner import (
+    build_tuner,
+    can_restore,
+    prepare_data,
+    quiet_optuna,
+    ray_output,
+    restore_tuner,
+    set_callbacks,
+    trial_setup,
+)
+from search.model.export import export_trial, replace_folder
+from search.outputs.layout import LEADERBOARD_FILE, SPACE_FILE, SPLIT_FILE, TUNE_DIR
+from search.outputs.leaderboard import build_leaderboard, open_sweep
+from search.outputs.ray_files import add_trials, ray_statuses, rebase_search_state, repair_state
+from search.outputs.storage import (
     STORAGE_FILE,
     experiment_root,
     is_uri,
@@ -32,15 +41,7 @@ from search.storage import (
     stored_sweep,
     write_storage,
 )
-from search.tracking import mlflow_uri
-from search.tuner import (
-    build_trainable,
-    build_tuner,
-    prepare_data,
-    ray_output,
-    set_callbacks,
-    trial_setup,
-)
+from search.space.loader import Space, load_space
 from trainables.data import write_split
 from trainables.errors import UserError
 from trainables.finetune import TrialSetup
@@ -162,8 +163,6 @@ def resume_sweep(
         verbose: Ray Tune's own output instead of ftsweep's compact view.
         mlflow: an MLflow tracking URI (default: the one the sweep ran with).
     """
-    from ray import tune
-
     sweep_dir = local_sweep(str(sweep_dir), Path(results))
     space = open_sweep(sweep_dir)
     mlflow = mlflow_uri(sweep_dir, mlflow)  # --mlflow, or the URI the sweep ran with
@@ -173,7 +172,7 @@ def resume_sweep(
         if Path(experiment).is_dir():  # a damaged state file: its last good copy, or an error
             repair_state(Path(experiment))
             rebase_search_state(Path(experiment))  # moved or copied since it ran
-    if not tune.Tuner.can_restore(experiment):
+    if not can_restore(experiment):
         raise UserError(
             "no Ray Tune experiment state to resume from (the sweep never started its "
             "trials, or tune/ was removed); start it again with `ftsweep run`",
@@ -196,12 +195,7 @@ def resume_sweep(
         log.info("adding %d trials: the sweep now plans %d", add, total)
 
     def restore(setup: TrialSetup) -> Any:
-        return tune.Tuner.restore(
-            experiment,
-            build_trainable(space, setup),
-            resume_unfinished=True,
-            resume_errored=retry_errored,
-        )
+        return restore_tuner(experiment, space, setup, retry_errored=retry_errored)
 
     tuner = _connect(space, sweep_dir, address, restore, verbose)
     return _fit(tuner, sweep_dir, space, verbose, mlflow)
@@ -212,8 +206,8 @@ def _connect(space: Space, sweep_dir: Path, address: str | None, build: Any, ver
     on_cluster = cluster_address(address) is not None
     shared = read_storage(sweep_dir) is not None
     setup = trial_setup(space, sweep_dir, node_cache=shared, verbose=verbose)
-    if not verbose:  # "A new study created in memory": Optuna's INFO line
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not verbose:
+        quiet_optuna()
     if not on_cluster:
         prepare_data(setup)  # decoded once, here, before any trial starts
     start_ray(address)
@@ -253,7 +247,7 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
     Each output is written as soon as it is known, so a failure in a later
     step (a plot, say) never costs an earlier one.
     """
-    from search.evaluate import test_finalists
+    from search.model.evaluate import test_finalists
 
     space = load_space(sweep_dir / SPACE_FILE)
     frame = build_leaderboard(sweep_dir, finished=not interrupted)
@@ -290,11 +284,12 @@ def draw_outputs(
     interrupted: bool = False,
 ) -> None:
     """plots/*.png and report.md; a failure here is logged, never fatal to the sweep."""
-    from search.plots import plot_sweep
-    from search.report import write_report
+    from search.engine.importance import parameter_importance
+    from search.outputs.plots import plot_sweep
+    from search.outputs.report import write_report
 
     try:
-        plot_sweep(sweep_dir, frame, space)
+        plot_sweep(sweep_dir, frame, space, parameter_importance)
         write_report(
             sweep_dir,
             frame,
@@ -313,8 +308,9 @@ def draw_outputs(
 
 def redraw(sweep_dir: str | Path) -> list[Path]:
     """`ftsweep plot`: the plots and report.md from the results folder as it is now."""
-    from search.plots import plot_sweep
-    from search.report import REPORT_FILE, write_report
+    from search.engine.importance import parameter_importance
+    from search.outputs.plots import plot_sweep
+    from search.outputs.report import REPORT_FILE, write_report
 
     sweep_dir = Path(sweep_dir)
     space = open_sweep(sweep_dir)
@@ -326,7 +322,7 @@ def redraw(sweep_dir: str | Path) -> list[Path]:
     if metrics.is_file():
         with contextlib.suppress(ValueError, OSError):
             finalists = json.loads(metrics.read_text()).get("finalists", [])
-    paths = plot_sweep(sweep_dir, frame, space)
+    paths = plot_sweep(sweep_dir, frame, space, parameter_importance)
     write_report(
         sweep_dir,
         frame,

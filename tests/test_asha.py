@@ -16,7 +16,7 @@ import pyarrow.fs
 import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from search.tuner import ResumableASHA
+from search.engine.tuner import ResumableASHA
 from trainables.hparams import EPOCH, REPORTED_AT
 
 MAX_T, GRACE, RF = 9, 1, 3  # rungs at epochs 1 and 3

@@ -10,8 +10,8 @@ import torch
 import torchvision
 
 from search.cli import main
-from search.space import load_space
-from search.weights import fetch, pretrained
+from search.preflight.weights import fetch, pretrained
+from search.space.loader import load_space
 from trainables.models import stage_count, stage_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "backbones.md"
@@ -129,6 +129,6 @@ def test_docs_list_the_stages_of_every_family():
 
 
 def _walk(params):
-    from search.params import walk
+    from search.space.params import walk
 
     return walk(params)

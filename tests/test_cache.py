@@ -136,7 +136,7 @@ def test_cache_budget_sizes():
 
 
 def test_cache_budget_in_the_space_file(write_space):
-    from search.space import load_space
+    from search.space.loader import load_space
 
     text = """
     name: t
@@ -273,9 +273,9 @@ def test_gpu_memory_is_released_between_trials(folder_split):
 
 
 def test_validate_suggests_a_packing(write_space):
-    from search.packing import suggest
-    from search.space import load_space
-    from search.validate import describe
+    from search.preflight.packing import suggest
+    from search.preflight.validate import describe
+    from search.space.loader import load_space
 
     small, large = suggest("resnet18", 64, 64), suggest("resnet50", 224, 64)
     assert small is not None and large is not None
@@ -295,7 +295,7 @@ def test_validate_suggests_a_packing(write_space):
 def test_slot_utilization():
     import pandas as pd
 
-    from search.report import slot_utilization
+    from search.outputs.report import slot_utilization
 
     # two slots: a and b overlap, c follows a; 24 s of epochs in 2 slots x 15 s
     frame = pd.DataFrame(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import _parser
-from search.completion import _commands, script
+from search.cli import build_parser as _parser
+from search.cli.completion import _commands, script
 
 HERE = Path(__file__).resolve().parent
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from search.leaderboard import error_line
+from search.outputs.ray_files import error_line
 from tests.conftest import ftsweep, reported_epochs
 from trainables.faults import INJECT_ENV
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from search.cli import main
-from search.init import starter_space
-from search.space import load_space
+from search.preflight.init import starter_space
+from search.space.loader import load_space
 
 
 def _folder(root: Path, classes: int, per_class: int, size: tuple[int, int]) -> Path:

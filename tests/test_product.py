@@ -11,11 +11,12 @@ import pytest
 import safetensors.torch
 from PIL import Image
 
-from search.export import load_model
-from search.leaderboard import build_leaderboard, pareto_mask
-from search.plots import PLOTS, parameter_importance, plot_sweep
-from search.report import write_report
-from search.space import load_space
+from search.engine.importance import parameter_importance
+from search.model.export import load_model
+from search.outputs.leaderboard import build_leaderboard, pareto_mask
+from search.outputs.plots import PLOTS, plot_sweep
+from search.outputs.report import write_report
+from search.space.loader import load_space
 from trainables.errors import UserError
 from trainables.models import build_model
 
@@ -189,7 +190,7 @@ def test_plots_when_every_trial_ties_and_when_one_plot_breaks(tmp_path, monkeypa
     frame = build_leaderboard(sweep, finished=True)
     with pytest.raises(ValueError, match="same best val_accuracy"):
         parameter_importance(frame, space)
-    monkeypatch.setattr("search.plots._curves", lambda *args: 1 / 0)
+    monkeypatch.setattr("search.outputs.plots._curves", lambda *args: 1 / 0)
     paths = plot_sweep(sweep, frame, space)
     assert [p.name for p in paths] == [f"{name}.png" for name in PLOTS]
     for path in paths:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from search.progress import SweepProgress
+from search.engine.progress import SweepProgress
 
 
 class Clock:
@@ -218,7 +218,7 @@ def read_events(folder) -> tuple[set[str], dict, dict]:
 
 
 def test_tensorboard_hparams_carry_the_best_metric(tmp_path):
-    from search.tracking import SweepTensorBoard
+    from search.engine.tracking import SweepTensorBoard
 
     logger = SweepTensorBoard("val_accuracy", "max")
     t = trial("aaaa", params={"backbone": "resnet18", "lr": 0.01, "frozen_depth": 0})
@@ -241,7 +241,7 @@ def test_tensorboard_hparams_carry_the_best_metric(tmp_path):
 def test_mlflow_one_run_per_trial_across_a_resume(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from search.tracking import SweepMLflow, mlflow_uri
+    from search.engine.tracking import SweepMLflow, mlflow_uri
 
     (tmp_path / "sweep").mkdir()
     uri = mlflow_uri(tmp_path / "sweep", str(tmp_path / "mlruns"))
@@ -269,7 +269,7 @@ def test_mlflow_one_run_per_trial_across_a_resume(tmp_path):
 
 
 def test_mlflow_uri_errors(tmp_path):
-    from search.tracking import MLFLOW_FILE, mlflow_uri
+    from search.engine.tracking import MLFLOW_FILE, mlflow_uri
     from trainables.errors import UserError
 
     assert mlflow_uri(tmp_path, None) is None  # the sweep logs to no MLflow
@@ -285,9 +285,9 @@ def test_status_watch_of_a_sweep_whose_trial_has_not_reported(write_space, tmp_p
     """The first minute of a sweep: Ray lists a running trial with no result yet."""
     import json
 
-    from search.layout import SPACE_FILE
-    from search.space import load_space
-    from search.status import watch
+    from search.outputs.layout import SPACE_FILE
+    from search.outputs.status import watch
+    from search.space.loader import load_space
     from tests.conftest import MINIMAL
 
     sweep = tmp_path / "t"
@@ -309,7 +309,7 @@ def test_a_sweep_whose_every_trial_errored_exits_1(tmp_path, capsys):
     """An overnight run that trained nothing must not look like a success."""
     import pandas as pd
 
-    from search.cli import _report
+    from search.cli.commands import _report
     from search.sweep import SweepResult
 
     board = pd.DataFrame(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from search.status import watch
+from search.outputs.status import watch
 from tests.conftest import (
     midway,
     reported_epochs,

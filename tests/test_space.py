@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from search.params import walk
-from search.space import load_space
+from search.space.loader import load_space
+from search.space.params import walk
 from tests.conftest import MINIMAL, REPO
 from trainables.errors import UserError
 

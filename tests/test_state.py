@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from search.state import BACKUP_DIR, _copy_newest_session, repair_state
+from search.outputs.ray_files import BACKUP_DIR, copy_newest_session, repair_state
 from trainables.errors import UserError
 from trainables.finetune import STATE_FILE, load_state_or_earlier
 
@@ -36,7 +36,7 @@ def tune_dir(tmp_path) -> Path:
     (tune / "tuner.pkl").write_bytes(pickle.dumps({"tuner": 1}))
     staging = tmp_path / "staging"
     _save(staging, 3)
-    _copy_newest_session(staging, tune / BACKUP_DIR)  # what StateBackup does after a save
+    copy_newest_session(staging, tune / BACKUP_DIR)  # what StateBackup does after a save
     return tune
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from search.cluster import _readable
-from search.storage import (
+from search.engine.cluster import _readable
+from search.outputs.storage import (
     STORAGE_FILE,
     experiment_root,
     local_checkpoint,

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from search import load_model, run_sweep
-from search.leaderboard import build_leaderboard
+from search.model.export import load_model
+from search.outputs.leaderboard import build_leaderboard
+from search.sweep import run_sweep
 from trainables.data import decode_split, read_split
 from trainables.errors import UserError
 from trainables.finetune import load_state
@@ -149,7 +150,7 @@ def test_best_model_predicts_like_its_checkpoint(sweep):
 
 
 def test_export_is_reproducible(sweep, tmp_path):
-    from search import export_trial
+    from search.model.export import export_trial
 
     export_trial(sweep.sweep_dir, tmp_path / "again")
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == (
@@ -193,7 +194,7 @@ def _checkpoint_probabilities(row, images):
 
 
 def test_export_of_a_non_best_trial_round_trips(sweep, tmp_path):
-    from search import export_trial
+    from search.model.export import export_trial
 
     row = sweep.leaderboard.iloc[1]  # not the best
     first = export_trial(sweep.sweep_dir, tmp_path / "first", trial_id=row["trial_id"])
@@ -213,7 +214,7 @@ def test_export_of_a_non_best_trial_round_trips(sweep, tmp_path):
 def test_evaluate_agrees_with_scikit_learn(sweep, tmp_path):
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-    from search.evaluate import evaluate_model
+    from search.model.evaluate import evaluate_model
 
     result = evaluate_model(sweep.best_dir, sweep.sweep_dir, out_dir=tmp_path / "eval")
     # Independently: the test split's images through the model, scored by scikit-learn.
@@ -251,7 +252,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def test_plots_and_report_are_written(sweep):
-    from search.plots import PLOTS
+    from search.outputs.plots import PLOTS
 
     for name in PLOTS:
         assert _png_size(sweep.sweep_dir / "plots" / f"{name}.png") == (1080, 660), name
@@ -333,8 +334,8 @@ def test_leaderboard_filters(sweep, capsys):
 def test_data_decoded_once_and_reused_workers_reset_cleanly(sweep):
     import dataclasses
 
-    from search.space import load_space
-    from search.tuner import trial_setup
+    from search.engine.tuner import trial_setup
+    from search.space.loader import load_space
     from trainables.finetune import train
     from trainables.hparams import HParams
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from search.costs import asha_epochs
-from search.space import load_space
-from search.validate import concurrency, describe
+from search.preflight.validate import concurrency, describe
+from search.space.expect import asha_epochs
+from search.space.loader import load_space
 from tests.conftest import MINIMAL
 
 ROOMY = """
@@ -51,7 +51,7 @@ def test_a_space_that_fits_explains_itself_without_warnings(write_space):
     ("change", "words"),
     [
         # A budget shorter than the sweep: trials are cut.
-        ({"search.time_budget": "1s"}, "search.time_budget 1.0 s ends the sweep before it is done"),
+        ({"search.time_budget": "1s"}, "search.time_budget 1.0s ends the sweep before it is done"),
         # More combinations and parameters than trials.
         ({"search.num_samples": 1}, "the space is larger than num_samples 1 can cover"),
         # No rung before the last epoch: ASHA never stops a trial.

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from search.layout import FINALISTS_FILE, SPACE_FILE
-from search.params import walk
-from search.space import Space, load_space
-from search.storage import tune_dir
+from search.outputs.layout import FINALISTS_FILE, SPACE_FILE
+from search.outputs.ray_files import (
+    TrialRecord,
+    best_checkpoint,
+    ray_trials,
+    read_json,
+    read_trials,
+)
+from search.space.loader import Space, load_space
+from search.space.params import walk
 from trainables import hparams as hp
 from trainables.errors import UserError
-from trainables.finetune import META_FILE
 
 STATUSES = ("completed", "stopped_early", "errored", "running", "pending")
 # Columns where lower is better (the rest rank high-first).
@@ -34,16 +36,6 @@ FORMATS = ("table", "csv", "markdown", "json")
 NODE_IP = "node_ip"  # Ray adds it to every result
 
 
-@dataclass(frozen=True)
-class TrialRecord:
-    """What a trial's folder says about it."""
-
-    trial_id: str
-    path: Path
-    config: dict[str, Any]
-    results: list[dict[str, Any]]
-    error: str | None
-    failures: int  # "Failure # N" entries Ray wrote to error.txt
 
 
 def open_sweep(sweep_dir: Path) -> Space:
@@ -56,70 +48,14 @@ def open_sweep(sweep_dir: Path) -> Space:
     return load_space(sweep_dir / SPACE_FILE)
 
 
-def read_trials(sweep_dir: Path) -> list[TrialRecord]:
-    records = []
-    for path in sorted(tune_dir(sweep_dir).glob("trial_*")):
-        if not path.is_dir():
-            continue
-        config = _read_json(path / "params.json") or {}
-        results = _read_results(path / "result.json")
-        error_file = path / "error.txt"
-        error, failures = None, 0
-        if error_file.is_file():
-            text = error_file.read_text(errors="replace")
-            error = error_line(text)
-            failures = len(re.findall(r"^Failure # \d+", text, flags=re.MULTILINE))
-        records.append(
-            TrialRecord(path.name.removeprefix("trial_"), path, config, results, error, failures)
-        )
-    return records
 
 
-# The last "module.ClassName: message" line of a traceback that Ray wrote.
-_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)\w*): ?(.*)$")
 
 
-def error_line(text: str) -> str:
-    """One line for the leaderboard from a trial's error.txt: the last failure's exception."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        match = _EXCEPTION_LINE.match(line)
-        if match:
-            name, message = match.groups()
-            if name in ("TrialOutOfMemoryError", "OutOfMemoryError"):
-                # Ours already reads "out of memory (...): ..."; torch's is CUDA's text.
-                if not message.startswith("out of memory"):
-                    message = f"out of memory: {message}"
-                return message[:300]
-            return f"{name}: {message}"[:300]
-    return (lines[-1] if lines else "error")[:300]
 
 
-def ray_trials(sweep_dir: Path) -> dict[str, tuple[str, int]]:
-    """Each trial's (status, failures) in Ray Tune's newest experiment state.
-
-    Status is RUNNING, TERMINATED, ERROR, ...; failures counts the times Ray
-    restarted the trial from its checkpoint. Empty when there is no readable
-    state yet; callers fall back to what the trial folders say.
-    """
-    # Named by the start time of each run or resume; their mtimes tie after a sync.
-    states = sorted(tune_dir(sweep_dir).glob("experiment_state-*.json"))
-    data = _read_json(states[-1]) if states else None
-    trials = {}
-    for entry in (data or {}).get("trial_data", []):
-        try:
-            trial = json.loads(entry[0])
-            metadata = json.loads(entry[1]) if len(entry) > 1 else {}
-            failures = int(metadata.get("num_failures") or 0)
-            trials[str(trial["trial_id"])] = (str(trial["status"]), failures)
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            continue
-    return trials
 
 
-def ray_statuses(sweep_dir: Path) -> dict[str, str]:
-    """Each trial's status in Ray Tune's newest experiment state (see ray_trials)."""
-    return {trial: status for trial, (status, _) in ray_trials(sweep_dir).items()}
 
 
 def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFrame:
@@ -195,7 +131,7 @@ def best_trial(frame: pd.DataFrame, metric: str) -> pd.Series:
 
 def read_finalists(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     """trial id -> {"checkpoint", "epoch", "test": {...}} of the trials tested at the end."""
-    data = _read_json(sweep_dir / FINALISTS_FILE)
+    data = read_json(sweep_dir / FINALISTS_FILE)
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
@@ -281,7 +217,7 @@ def _row(
     # Up to trial.max_failures of them, Ray restarts the trial from its last checkpoint.
     row["failures"] = failures if failures is not None else record.failures
     row["error"] = record.error if row["status"] == "errored" else None
-    row["checkpoint"] = _best_checkpoint(record.path, metric, mode)
+    row["checkpoint"] = best_checkpoint(record.path, metric, mode)
     return row
 
 
@@ -305,36 +241,7 @@ def _status(
     return "running" if results else "pending"
 
 
-def _best_checkpoint(trial_dir: Path, metric: str, mode: str) -> str | None:
-    """The kept checkpoint with the best value of the metric."""
-    scored = []
-    for meta in trial_dir.glob(f"checkpoint_*/{META_FILE}"):
-        values = _read_json(meta)
-        if values and metric in values:
-            scored.append((values[metric], -values[hp.EPOCH], str(meta.parent)))
-    if not scored:
-        return None
-    best = max(scored) if mode == "max" else min(scored, key=lambda s: (s[0], -s[1]))
-    return best[2]
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
-def _read_results(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    by_epoch: dict[Any, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            result = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by an interrupted write
-        # After a killed driver an epoch may be trained and reported again
-        # from the last saved checkpoint; the later report is the one kept.
-        by_epoch[result.get(hp.EPOCH, len(by_epoch))] = result
-    return [by_epoch[k] for k in sorted(by_epoch, key=lambda e: (e is None, e))]

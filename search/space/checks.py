@@ -5,16 +5,15 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING, Any
 
-from search._yaml import LocatedDict, as_number
-from search.params import Located, Param, walk
-from search.weights import weight_pairs
+from search.space.params import Located, Param, walk, weight_pairs
+from search.space.yamlfile import LocatedDict, as_number
 from trainables.data import BUILTIN_SOURCES
 from trainables.errors import UserError
 from trainables.models import resolve_weights, supported_backbones
 from trainables.scan import BAD_FILE_POLICIES
 
 if TYPE_CHECKING:
-    from search.space import DataSpec, ResourcesSpec
+    from search.space.spec import DataSpec, ResourcesSpec
 
 
 def start_point(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import textwrap
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from search.leaderboard import pareto_mask, read_trials  # noqa: E402
-from search.params import Param, walk  # noqa: E402
-from search.space import Space  # noqa: E402
+from search.outputs.leaderboard import pareto_mask, read_trials  # noqa: E402
+from search.space.loader import Space  # noqa: E402
+from search.space.params import Param, walk  # noqa: E402
 from trainables import hparams as hp  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -60,15 +60,26 @@ STATUS_LABEL = {
 }
 
 
-def plot_sweep(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[Path]:
-    """Writes every plot of the sweep to RESULTS/NAME/plots/; returns their paths."""
+#: What the importance plot draws: (importance by column, trials used) for a
+#: leaderboard; ValueError says why there is none. engine/importance.py has it.
+Importance = Callable[[pd.DataFrame, Space], tuple[dict[str, float], int]]
+
+
+def plot_sweep(
+    sweep_dir: Path, frame: pd.DataFrame, space: Space, importance: Importance | None = None
+) -> list[Path]:
+    """Writes every plot of the sweep to RESULTS/NAME/plots/; returns their paths.
+
+    ``importance`` computes the parameter importance plot's values (left
+    blank without it).
+    """
     out = sweep_dir / PLOTS_DIR
     out.mkdir(exist_ok=True)
     curves = {r.trial_id: r.results for r in read_trials(sweep_dir)}
     drawers = {
         "optimization_history": lambda: _history(frame, space),
         "parallel_coordinates": lambda: _parallel(frame, space),
-        "param_importance": lambda: _importance(frame, space),
+        "param_importance": lambda: _importance(frame, space, importance),
         "learning_curves": lambda: _curves(frame, space, curves),
         "accuracy_latency": lambda: _latency(frame, space),
     }
@@ -116,7 +127,7 @@ def _history(frame: pd.DataFrame, space: Space) -> Figure:
     metric, mode = space.trial.metric, space.trial.mode
     figure, axes = _figure(f"Optimization history: {metric}, best so far ({space.name})")
     key = f"best_{metric}"
-    done = _with(frame, key, "ended_at", "started_at")
+    done = with_columns(frame, key, "ended_at", "started_at")
     if done.empty:
         return _empty(figure, axes, "no trial has reported an epoch yet")
     t0 = frame["started_at"].min()
@@ -142,8 +153,8 @@ def _parallel(frame: pd.DataFrame, space: Space) -> Figure:
     metric = space.trial.metric
     key = f"best_{metric}"
     figure, axes = _figure(f"Parallel coordinates: parameters against {metric} ({space.name})")
-    params = _searched(space, frame)
-    done = _with(frame, key)
+    params = searched_params(space, frame)
+    done = with_columns(frame, key)
     if done.empty or not params:
         reason = "no searched parameters" if not params else "no trial has reported an epoch yet"
         return _empty(figure, axes, reason)
@@ -183,11 +194,13 @@ def _parallel(frame: pd.DataFrame, space: Space) -> Figure:
     return figure
 
 
-def _importance(frame: pd.DataFrame, space: Space) -> Figure:
+def _importance(frame: pd.DataFrame, space: Space, importance: Importance | None) -> Figure:
     metric = space.trial.metric
     figure, axes = _figure(f"Parameter importance for {metric} (Optuna fANOVA, {space.name})")
+    if importance is None:
+        return _empty(figure, axes, "not computed")
     try:
-        importances, used = parameter_importance(frame, space)
+        importances, used = importance(frame, space)
     except ValueError as exc:
         return _empty(figure, axes, str(exc))
     names = list(importances)[::-1]
@@ -253,7 +266,7 @@ def _latency(frame: pd.DataFrame, space: Space) -> Figure:
     metric, mode = space.trial.metric, space.trial.mode
     key = f"best_{metric}"
     figure, axes = _figure(f"{metric} against inference latency; Pareto front ({space.name})")
-    done = _with(frame, key, "latency_ms")
+    done = with_columns(frame, key, "latency_ms")
     if done.empty:
         return _empty(figure, axes, "no trial has reported its latency yet")
     backbones = sorted(done["backbone"].astype(str).unique()) if "backbone" in done else ["?"]
@@ -295,89 +308,16 @@ def _latency(frame: pd.DataFrame, space: Space) -> Figure:
 # --- parameter importance, from a study rebuilt from the results -------------------------
 
 
-def parameter_importance(frame: pd.DataFrame, space: Space) -> tuple[dict[str, float], int]:
-    """Optuna's fANOVA importances on a study rebuilt from the leaderboard.
-
-    Each trial with a result enters as a finished trial valued at its best
-    epoch. Only parameters that every such trial has are assessed (Optuna's
-    rule), so a conditional one counts where its option was always chosen.
-
-    Raises:
-        ValueError: too few trials or no varied parameter (the message says which).
-    """
-    import optuna
-
-    key = f"best_{space.trial.metric}"
-    done = _with(frame, key)
-    params = _searched(space, frame)
-    if len(done) < 2 or not params:
-        raise ValueError(
-            "needs at least 2 trials with a result and a searched parameter"
-            f" (this sweep has {len(done)} trials with a result)"
-        )
-    if done[key].astype(float).nunique() < 2:
-        raise ValueError(
-            f"every trial with a result reached the same best {space.trial.metric}: "
-            "there is no variation for the parameters to explain"
-        )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if space.trial.mode == "max" else "minimize")
-    distributions = {p.column: _distribution(p) for p in params}
-    for row in done.to_dict("records"):
-        values = {}
-        for column, distribution in distributions.items():
-            value = _option(row.get(column), distribution)
-            if value is not None:
-                values[column] = value
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=values,
-                distributions={c: distributions[c] for c in values},
-                value=float(row[key]),
-            )
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            importances = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-            )
-        except RuntimeError as exc:  # fANOVA: "zero total variance in all trees"
-            raise ValueError(f"fANOVA found nothing to attribute ({exc})") from None
-    if not importances:
-        raise ValueError("no parameter was set in every trial with a result")
-    return dict(importances), len(done)
 
 
-def _distribution(param: Param) -> Any:
-    import optuna.distributions as d
-
-    if param.kind == "choice":
-        return d.CategoricalDistribution(list(param.values))
-    if param.kind == "int":
-        return d.IntDistribution(
-            int(param.low), int(param.high), step=int(param.step or 1), log=param.log
-        )
-    log = param.log or param.kind == "loguniform"
-    return d.FloatDistribution(param.low, param.high, step=None if log else param.step, log=log)
 
 
-def _option(value: Any, distribution: Any) -> Any:
-    """A leaderboard value as the distribution's own value; None where absent or outside."""
-    import optuna.distributions as d
-
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(distribution, d.CategoricalDistribution):
-        return next((c for c in distribution.choices if c == value or str(c) == str(value)), None)
-    number = int(value) if isinstance(distribution, d.IntDistribution) else float(value)
-    return number if distribution.low <= number <= distribution.high else None
 
 
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _searched(space: Space, frame: pd.DataFrame) -> list[Param]:
+def searched_params(space: Space, frame: pd.DataFrame) -> list[Param]:
     """The parameters that were searched (not constants), once per leaderboard column."""
     seen: dict[str, Param] = {}
     for param in walk(space.params):
@@ -422,7 +362,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _with(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+def with_columns(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
     """The rows where every one of ``columns`` has a value."""
     if any(c not in frame for c in columns):
         return frame.iloc[0:0]

@@ -11,11 +11,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from search.costs import asha_epochs, duration, time_trials
-from search.packing import suggest
-from search.params import Param, walk
-from search.space import Space
-from search.weights import pretrained
+from search.preflight.costs import duration, time_trials
+from search.preflight.packing import suggest
+from search.preflight.weights import pretrained
+from search.space.expect import asha_epochs
+from search.space.loader import Space
+from search.space.params import Param, walk
 from trainables.models import input_size, stage_count
 from trainables.scan import KINDS, SCAN_FILE
 
@@ -223,20 +224,6 @@ def _coverage(space: Space, searched: list[Param]) -> list[str]:
     ]
 
 
-def cluster_nodes(address: str | None) -> list[dict[str, float]] | None:
-    """The resources of each alive node of the Ray cluster at ``address`` (or
-    RAY_ADDRESS); None when the sweep would start Ray on this machine."""
-    from search.cluster import cluster_address, start_ray
-
-    if cluster_address(address) is None:
-        return None
-    import ray
-
-    start_ray(address)
-    try:
-        return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
-    finally:
-        ray.shutdown()
 
 
 def packing(space: Space, backbones: list[str]) -> list[str]:

@@ -9,14 +9,13 @@ storage, or on every worker).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torchvision
 
-from search.params import Param, walk
+from search.space.params import Param, weight_pairs
 from trainables.errors import UserError
 from trainables.models import cached_weights_file, resolve_weights
 
@@ -38,27 +37,6 @@ class Pretrained:
         return f"{self.backbone} {self.weights}"
 
 
-def weight_pairs(params: tuple[Param, ...]) -> Iterator[tuple[str, str, Param]]:
-    """(backbone, weights value, weights parameter) for every pair that can be sampled.
-
-    A ``weights`` set under a backbone's option pairs with that backbone only;
-    one set elsewhere pairs with every backbone in scope (all of them at the
-    top level). A space without ``weights`` trains from scratch.
-    """
-    everywhere = [v for p in walk(params) if p.name == "backbone" for v in p.values]
-
-    def visit(level: tuple[Param, ...], backbones: list[str]) -> Iterator[tuple[str, str, Param]]:
-        for param in level:
-            if param.name == "weights":
-                yield from ((b, str(w), param) for b in backbones for w in param.values)
-            for option, branch in zip(param.values, param.branches, strict=False):
-                yield from visit(branch, [option] if param.name == "backbone" else backbones)
-
-    seen = set()
-    for pair in visit(params, everywhere):
-        if pair[:2] not in seen:
-            seen.add(pair[:2])
-            yield pair
 
 
 def pretrained(params: tuple[Param, ...]) -> list[Pretrained]:

@@ -3,35 +3,32 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import optuna
-import pyarrow.fs
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search.layout import SPLIT_FILE, TUNE_DIR
-from search.params import walk
-from search.progress import SweepProgress
-from search.sampling import DefineByRun, build_sampler
-from search.space import Space
-from search.state import StateBackup
-from search.storage import experiment_root
-from search.tracking import tracking_callbacks
+from search.engine.asha import ResumableASHA
+from search.engine.progress import SweepProgress
+from search.engine.searcher import DefineByRun, PruningOptunaSearch, build_sampler
+from search.engine.state_backup import StateBackup
+from search.engine.tracking import tracking_callbacks
+from search.outputs.layout import SPLIT_FILE, TUNE_DIR
+from search.outputs.storage import experiment_root
+from search.space.loader import Space
+from search.space.params import walk
 from trainables.cache import CACHE_DIR, ensure_cache, plan_cache
 from trainables.data import item_decoder
 from trainables.finetune import TrialSetup, split_frame, tune_trainable
-from trainables.hparams import EPOCH, REPORTED_AT
+from trainables.hparams import EPOCH
 
 log = logging.getLogger(__name__)
 
@@ -241,110 +238,33 @@ def build_scheduler(space: Space) -> TrialScheduler:
     )
 
 
-class ResumableASHA(ASHAScheduler):
-    """ASHA whose rungs survive a resume.
-
-    Ray Tune does not restore a scheduler's state (ray-project/ray#30838). A
-    rung holds, for each trial that reached its milestone, the metric it had
-    there, in the order results arrived. Every result is in Ray's result
-    files with its report time, so replaying them in that order rebuilds the
-    rungs an uninterrupted run would have, and the stop decisions it made.
-    A trial whose stop was decided but not carried out before the driver
-    died is stopped at its first result after the resume.
-    """
-
-    _rebuilt = False
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._replayed_stops: dict[str, int] = {}  # trial id -> epoch ASHA stopped it at
-
-    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        super().on_trial_add(tune_controller, trial)
-        if not self._rebuilt:
-            self._rebuilt = True
-            # The experiment folder is known from the trial's creation on (its
-            # own folder is named only later, when it first starts): local,
-            # a shared filesystem or object storage, wherever it was moved.
-            storage = trial.storage
-            self.replay(storage.experiment_fs_path, storage.storage_filesystem)
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        action = super().on_trial_result(tune_controller, trial, result)
-        stopped_at = self._replayed_stops.get(trial.trial_id)
-        if stopped_at is not None and result.get(self._time_attr, 0) >= stopped_at:
-            if action != TrialScheduler.STOP:
-                self._num_stopped += 1
-            return TrialScheduler.STOP
-        return action
-
-    def replay(self, experiment_dir: str | Path, fs: pyarrow.fs.FileSystem | None = None) -> int:
-        """Records every stored result in its bracket's rungs; returns how many."""
-        results = []
-        for trial_id, text in _result_files(
-            str(experiment_dir), fs or pyarrow.fs.LocalFileSystem()
-        ):
-            for line in text.splitlines():
-                try:
-                    result = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a kill
-                if self._metric in result and self._time_attr in result:
-                    results.append((result.get(REPORTED_AT, 0.0), trial_id, result))
-        brackets = self._brackets
-        for _, trial_id, result in sorted(results, key=lambda r: r[0]):
-            bracket = self._trial_info.get(trial_id, brackets[0])
-            epoch = result[self._time_attr]
-            action = bracket.on_result(
-                SimpleNamespace(trial_id=trial_id), epoch, self._metric_op * result[self._metric]
-            )
-            if action == TrialScheduler.STOP and trial_id not in self._replayed_stops:
-                self._replayed_stops[trial_id] = epoch
-        if results:
-            log.info("ASHA: rebuilt rungs from %d stored results", len(results))
-        return len(results)
 
 
-class PruningOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna the truth about how a trial ended.
-
-    A trial ASHA stopped before ``max_epochs`` is PRUNED (Optuna then uses its
-    last reported value), not COMPLETE with a low-epoch score; an errored
-    trial is FAIL.
-    """
-
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._max_epochs = max_epochs
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        stopped_early = (
-            result is not None and result.get(EPOCH, self._max_epochs) < self._max_epochs
-        )
-        if error or not stopped_early or trial_id in self._completed_trials:
-            super().on_trial_complete(trial_id, result=result, error=error)
-            return
-        assert self._ot_study is not None
-        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
 
 
-def _result_files(root: str, fs: pyarrow.fs.FileSystem) -> list[tuple[str, str]]:
-    """(trial id, text of its result.json) for every trial folder of an experiment."""
-    files = []
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
-        name = info.path.rstrip("/").rsplit("/", 1)[-1]
-        if info.type != pyarrow.fs.FileType.Directory or not name.startswith("trial_"):
-            continue
-        try:
-            with fs.open_input_stream(f"{info.path}/result.json") as stream:
-                files.append((name.removeprefix("trial_"), stream.read().decode(errors="replace")))
-        except (FileNotFoundError, OSError):
-            continue  # a trial that has not reported yet
-    return files
 
 
 def _trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"trial_{trial.trial_id}"
+
+
+def can_restore(experiment: str) -> bool:
+    """Whether Ray Tune finds a saved experiment to resume at this path or URI."""
+    return bool(tune.Tuner.can_restore(experiment))
+
+
+def restore_tuner(
+    experiment: str, space: Space, setup: TrialSetup, *, retry_errored: bool = False
+) -> tune.Tuner:
+    """Ray's Tuner of an interrupted sweep, with the trainable ``run`` built."""
+    return tune.Tuner.restore(
+        experiment,
+        build_trainable(space, setup),
+        resume_unfinished=True,
+        resume_errored=retry_errored,
+    )
+
+
+def quiet_optuna() -> None:
+    """Keeps Optuna's INFO lines ("A new study created in memory") out of the view."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from search._yaml import LocatedDict, as_number
+from search.space.yamlfile import LocatedDict, as_number
 from trainables.errors import UserError
 from trainables.hparams import HPARAMS
 
@@ -289,3 +289,26 @@ def _check_bounds(
     if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value >= spec.hi):
         bounds = f">= {spec.lo:g}" + (f" and < {spec.hi:g}" if spec.hi is not None else "")
         raise loc.error(container, key, path, f"'{name}' must be {bounds}; got {value:g}")
+
+
+def weight_pairs(params: tuple[Param, ...]) -> Iterator[tuple[str, str, Param]]:
+    """(backbone, weights value, weights parameter) for every pair that can be sampled.
+
+    A ``weights`` set under a backbone's option pairs with that backbone only;
+    one set elsewhere pairs with every backbone in scope (all of them at the
+    top level). A space without ``weights`` trains from scratch.
+    """
+    everywhere = [v for p in walk(params) if p.name == "backbone" for v in p.values]
+
+    def visit(level: tuple[Param, ...], backbones: list[str]) -> Iterator[tuple[str, str, Param]]:
+        for param in level:
+            if param.name == "weights":
+                yield from ((b, str(w), param) for b in backbones for w in param.values)
+            for option, branch in zip(param.values, param.branches, strict=False):
+                yield from visit(branch, [option] if param.name == "backbone" else backbones)
+
+    seen = set()
+    for pair in visit(params, everywhere):
+        if pair[:2] not in seen:
+            seen.add(pair[:2])
+            yield pair

@@ -8,112 +8,26 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import yaml
-
-from search._yaml import LocatedDict, as_number, load_yaml, plain
-from search.checks import check_data, check_models, check_resources, start_point
-from search.params import Located, Param, parse_params, resolve
+from search.space.checks import check_data, check_models, check_resources, start_point
+from search.space.params import Located, Param, parse_params
+from search.space.spec import (
+    PRECISIONS,
+    SAMPLERS,
+    SCHEDULERS,
+    DataSpec,
+    ResourcesSpec,
+    SchedulerSpec,
+    SearchSpec,
+    Space,
+    TrialSpec,
+)
+from search.space.yamlfile import LocatedDict, as_number, load_yaml, plain
 from trainables.cache import parse_budget
-from trainables.data import Split, build_split
 from trainables.errors import UserError
 from trainables.hparams import METRICS
-
-SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
-PRECISIONS = ("bf16", "fp16", "fp32")
-SCHEDULERS = ("asha", "none")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    path: str | None = None
-    source: str | None = None
-    image_size: int = 224
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
-    bad_files: str = "skip"  # unreadable images, non-image files: skip (warn) or fail
-    cache_budget: int | None = None  # bytes of decoded images to cache per node; None: half the RAM
-
-    def split(self) -> pd.DataFrame:
-        """Every image with its label and split (train/val/test), stratified and seeded."""
-        return self.scan().frame
-
-    def scan(self) -> Split:
-        """The split, and what the up-front data scan left out (trainables/scan.py)."""
-        return build_split(
-            self.path,
-            self.source,
-            val_fraction=self.val_fraction,
-            test_fraction=self.test_fraction,
-            seed=self.seed,
-            bad_files=self.bad_files,
-        )
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    max_epochs: int = 20
-    batch_size: int = 64
-    metric: str = "val_accuracy"
-    mode: str = "max"
-    precision: str = "bf16"
-    max_failures: int = 2  # retries of a failed trial, each from its last checkpoint
-    compile: bool = False  # torch.compile each trial's model
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    type: str = "asha"
-    grace_period: int = 1
-    reduction_factor: float = 3.0
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    num_samples: int = 16
-    max_concurrent: int = 4
-    time_budget_s: float | None = None
-    sampler: str = "tpe"
-    seed: int = 0
-    start_from: tuple[dict[str, Any], ...] = ()  # keyed by Param.key
-    scheduler: SchedulerSpec = SchedulerSpec()
-    finalists: int = 3  # top trials (by the metric) evaluated on the test split at the end
-
-
-@dataclass(frozen=True)
-class ResourcesSpec:
-    cpus: float = 1.0
-    gpus: float = 0.0
-    reuse_actors: bool = True  # a finished trial's worker process runs the next trial
-
-
-@dataclass(frozen=True)
-class Space:
-    """A validated search-space file."""
-
-    name: str
-    data: DataSpec
-    trial: TrialSpec
-    search: SearchSpec
-    resources: ResourcesSpec
-    params: tuple[Param, ...]
-    raw: dict[str, Any]  # the file as run (flags applied), for space.yaml
-
-    def resolve(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Ray's config of one trial -> ``{column: value}`` of its active parameters."""
-        return resolve(self.params, config)
-
-    def hparams(self, config: dict[str, Any]) -> dict[str, Any]:
-        """Ray's config -> ``{hyperparameter name: value}`` for the trainable."""
-        return {c.rsplit("/", 1)[-1]: v for c, v in self.resolve(config).items()}
-
-    def dump(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.raw, sort_keys=False), encoding="utf-8")
 
 
 # section -> {key: (type, default)}; type "duration" is seconds or "8h", "30m", ...

@@ -10,10 +10,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from search.layout import LEADERBOARD_FILE, SPLIT_FILE
-from search.leaderboard import STATUSES, render
-from search.plots import PLOTS, PLOTS_DIR
-from search.space import Space
+from search.outputs.layout import LEADERBOARD_FILE, SPLIT_FILE
+from search.outputs.leaderboard import STATUSES, render
+from search.outputs.plots import PLOTS, PLOTS_DIR
+from search.outputs.text import duration
+from search.space.loader import Space
 from trainables.data import classes_of, read_split
 from trainables.scan import SCAN_FILE
 
@@ -129,7 +130,7 @@ def _top_columns(space: Space, frame: pd.DataFrame) -> list[str]:
 
 
 def _param_columns(space: Space) -> set[str]:
-    from search.params import walk
+    from search.space.params import walk
 
     return {p.column for p in walk(space.params) if p.kind != "const"}
 
@@ -141,8 +142,8 @@ def _cost(frame: pd.DataFrame, space: Space) -> list[str]:
     budget = len(frame) * space.trial.max_epochs
     wall = float(frame["ended_at"].max() - frame["started_at"].min()) if "ended_at" in frame else 0
     lines = [
-        f"- Wall time from the first trial's start to the last report: {_duration(wall)}.",
-        f"- Training time summed over trials: {_duration(float(frame['train_seconds'].sum()))}"
+        f"- Wall time from the first trial's start to the last report: {duration(wall)}.",
+        f"- Training time summed over trials: {duration(float(frame['train_seconds'].sum()))}"
         + (
             f"; GPU time: {frame['gpu_seconds'].sum() / 3600:.2f} GPU-hours "
             f"at {space.resources.gpus:g} GPU per trial."
@@ -212,7 +213,7 @@ def _settings(sweep_dir: Path, space: Space) -> list[str]:
         else "no early stopping"
     )
     budget = (
-        f", time budget {_duration(space.search.time_budget_s)}"
+        f", time budget {duration(space.search.time_budget_s)}"
         if space.search.time_budget_s
         else ""
     )
@@ -231,14 +232,6 @@ def _settings(sweep_dir: Path, space: Space) -> list[str]:
     ]
     return lines
 
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, float(seconds))
-    if seconds >= 3600:
-        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-    if seconds >= 60:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{seconds:.1f} s"
 
 
 def _has(row: pd.Series, column: str) -> bool:

@@ -198,3 +198,19 @@ def _readable(root: str | None, files: list[str], cache_dir: str | None) -> str 
         except OSError as exc:
             return f"cannot write the image cache in {cache_dir} ({exc.strerror or exc})"
     return None
+
+
+def cluster_nodes(address: str | None) -> list[dict[str, float]] | None:
+    """The resources of each alive node of the Ray cluster at ``address`` (or
+    RAY_ADDRESS); None when the sweep would start Ray on this machine."""
+    from search.engine.cluster import cluster_address, start_ray
+
+    if cluster_address(address) is None:
+        return None
+    import ray
+
+    start_ray(address)
+    try:
+        return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    finally:
+        ray.shutdown()

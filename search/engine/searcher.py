@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from ray.tune.search.optuna import OptunaSearch
 
-from search.params import Param
+from search.space.params import Param
+from trainables.hparams import EPOCH
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,29 @@ def build_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.Bas
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     raise ValueError(f"unknown sampler {name!r}")
+
+
+class PruningOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about how a trial ended.
+
+    A trial ASHA stopped before ``max_epochs`` is PRUNED (Optuna then uses its
+    last reported value), not COMPLETE with a low-epoch score; an errored
+    trial is FAIL.
+    """
+
+    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_epochs = max_epochs
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        stopped_early = (
+            result is not None and result.get(EPOCH, self._max_epochs) < self._max_epochs
+        )
+        if error or not stopped_early or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        assert self._ot_study is not None
+        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)

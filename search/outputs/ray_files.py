@@ -1,19 +1,23 @@
-"""Ray Tune's experiment state on disk: a good copy kept, damage found before resume.
+"""Every read or edit of Ray Tune's saved files, in one module.
 
-Ray writes three files per run or resume ("session"): experiment_state-S.json
-(the trials), searcher-state-S.pkl (the Optuna study) and
-search_gen_state-S.json (how many trials were created), plus tuner.pkl once.
+Ray writes an experiment into RESULTS/NAME/tune/ (docs/SPEC.md): per trial a
+folder trial_ID with params.json (the config), result.json (one JSON line per
+report), error.txt (tracebacks, "Failure # N" per restart) and checkpoint_N/
+folders; per run or resume ("session") experiment_state-S.json (the trials),
+searcher-state-S.pkl (the Optuna study) and search_gen_state-S.json (how many
+trials were created), plus tuner.pkl once. Nothing else in ftsweep opens
+these files; a Ray release that changes them is handled here (and listed in
+search/engine/__init__.py).
+
 The experiment state is rewritten in place every few seconds, so a driver
 killed mid-write (or a full disk) can leave it cut short; a file can also be
 deleted by hand. Ray would then fail with a bare traceback, or, where a
 searcher state is missing, silently take an older session's and re-sample
-configurations it already tried.
-
-``StateBackup`` (a Tune callback) copies each complete save to
-``tune/.state-backup/``; ``repair_state`` runs before a resume: it checks the
-newest session's files, puts the last good copy back where one is damaged
-(keeping the damaged file as ``NAME.damaged``), and otherwise stops with an
-error naming the file.
+configurations it already tried. ``StateBackup`` (engine/state_backup.py)
+copies each complete save to ``tune/.state-backup/``; ``repair_state`` runs
+before a resume: it checks the newest session's files, puts the last good
+copy back where one is damaged (keeping the damaged file as
+``NAME.damaged``), and otherwise stops with an error naming the file.
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ import pickletools
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
+import pyarrow.fs
 
+from search.outputs.storage import tune_dir
+from trainables import hparams as hp
 from trainables.errors import UserError
+from trainables.finetune import META_FILE
 
 log = logging.getLogger(__name__)
 
@@ -44,33 +52,6 @@ SESSION_FILES = {
 _SESSION = re.compile(r"^(?:experiment_state|searcher-state|search_gen_state)-(.+)\.(?:json|pkl)$")
 
 
-class StateBackup(Callback):
-    """Keeps a copy of the last complete experiment-state save in tune/.state-backup/.
-
-    Ray calls ``get_state`` of every callback at the end of each save, when
-    the three state files of the save are written in full to the driver's
-    staging folder; that is when they are copied.
-    """
-
-    def __init__(self) -> None:
-        self._staging: Path | None = None
-        self._experiment: Path | None = None
-
-    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        if self._staging is None and trials:
-            storage = trials[0].storage
-            experiment = Path(storage.experiment_fs_path)
-            if experiment.is_dir():  # a local results folder (not object storage)
-                self._staging = Path(storage.experiment_driver_staging_path)
-                self._experiment = experiment
-
-    def get_state(self) -> dict | None:
-        if self._staging is not None and self._experiment is not None:
-            try:
-                _copy_newest_session(self._staging, self._experiment / BACKUP_DIR)
-            except OSError as exc:  # a backup must never stop the sweep
-                log.warning("could not back up the experiment state: %s", exc)
-        return None
 
 
 def repair_state(tune_dir: Path) -> list[str]:
@@ -164,7 +145,7 @@ def _newest_session(folder: Path) -> str | None:
     return max(sessions) if sessions else None
 
 
-def _copy_newest_session(staging: Path, backup: Path) -> None:
+def copy_newest_session(staging: Path, backup: Path) -> None:
     session = _newest_session(staging)
     if session is None:
         return
@@ -231,7 +212,6 @@ def rebase_search_state(tune_dir: Path) -> bool:
     Returns:
         Whether the state named another folder and was changed.
     """
-    import pyarrow.fs
     import ray.cloudpickle as cloudpickle
 
     session = _newest_session(tune_dir)
@@ -251,3 +231,149 @@ def rebase_search_state(tune_dir: Path) -> bool:
     fresh.replace(path)
     log.info("the experiment was moved: new trials go to %s", here)
     return True
+
+
+def stored_results(
+    experiment_dir: str, fs: pyarrow.fs.FileSystem, metric: str, time_attr: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """(trial id, result) of every stored result holding ``metric`` and ``time_attr``,
+    in the order they were reported (ASHA's replay). Lines cut short by a kill are skipped.
+    """
+    results = []
+    for trial_id, text in _result_files(experiment_dir, fs):
+        for line in text.splitlines():
+            try:
+                result = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill
+            if metric in result and time_attr in result:
+                results.append((result.get(hp.REPORTED_AT, 0.0), trial_id, result))
+    return [(trial_id, result) for _, trial_id, result in sorted(results, key=lambda r: r[0])]
+
+
+def _result_files(root: str, fs: pyarrow.fs.FileSystem) -> list[tuple[str, str]]:
+    """(trial id, text of its result.json) for every trial folder of an experiment."""
+    files = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
+        name = info.path.rstrip("/").rsplit("/", 1)[-1]
+        if info.type != pyarrow.fs.FileType.Directory or not name.startswith("trial_"):
+            continue
+        try:
+            with fs.open_input_stream(f"{info.path}/result.json") as stream:
+                files.append((name.removeprefix("trial_"), stream.read().decode(errors="replace")))
+        except (FileNotFoundError, OSError):
+            continue  # a trial that has not reported yet
+    return files
+
+
+def ray_trials(sweep_dir: Path) -> dict[str, tuple[str, int]]:
+    """Each trial's (status, failures) in Ray Tune's newest experiment state.
+
+    Status is RUNNING, TERMINATED, ERROR, ...; failures counts the times Ray
+    restarted the trial from its checkpoint. Empty when there is no readable
+    state yet; callers fall back to what the trial folders say.
+    """
+    # Named by the start time of each run or resume; their mtimes tie after a sync.
+    states = sorted(tune_dir(sweep_dir).glob("experiment_state-*.json"))
+    data = read_json(states[-1]) if states else None
+    trials = {}
+    for entry in (data or {}).get("trial_data", []):
+        try:
+            trial = json.loads(entry[0])
+            metadata = json.loads(entry[1]) if len(entry) > 1 else {}
+            failures = int(metadata.get("num_failures") or 0)
+            trials[str(trial["trial_id"])] = (str(trial["status"]), failures)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue
+    return trials
+
+
+def ray_statuses(sweep_dir: Path) -> dict[str, str]:
+    """Each trial's status in Ray Tune's newest experiment state (see ray_trials)."""
+    return {trial: status for trial, (status, _) in ray_trials(sweep_dir).items()}
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What a trial's folder says about it."""
+
+    trial_id: str
+    path: Path
+    config: dict[str, Any]
+    results: list[dict[str, Any]]
+    error: str | None
+    failures: int  # "Failure # N" entries Ray wrote to error.txt
+
+
+def read_trials(sweep_dir: Path) -> list[TrialRecord]:
+    records = []
+    for path in sorted(tune_dir(sweep_dir).glob("trial_*")):
+        if not path.is_dir():
+            continue
+        config = read_json(path / "params.json") or {}
+        results = _read_results(path / "result.json")
+        error_file = path / "error.txt"
+        error, failures = None, 0
+        if error_file.is_file():
+            text = error_file.read_text(errors="replace")
+            error = error_line(text)
+            failures = len(re.findall(r"^Failure # \d+", text, flags=re.MULTILINE))
+        records.append(
+            TrialRecord(path.name.removeprefix("trial_"), path, config, results, error, failures)
+        )
+    return records
+
+
+# The last "module.ClassName: message" line of a traceback that Ray wrote.
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)\w*): ?(.*)$")
+
+
+def error_line(text: str) -> str:
+    """One line for the leaderboard from a trial's error.txt: the last failure's exception."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            name, message = match.groups()
+            if name in ("TrialOutOfMemoryError", "OutOfMemoryError"):
+                # Ours already reads "out of memory (...): ..."; torch's is CUDA's text.
+                if not message.startswith("out of memory"):
+                    message = f"out of memory: {message}"
+                return message[:300]
+            return f"{name}: {message}"[:300]
+    return (lines[-1] if lines else "error")[:300]
+
+
+def best_checkpoint(trial_dir: Path, metric: str, mode: str) -> str | None:
+    """The kept checkpoint with the best value of the metric."""
+    scored = []
+    for meta in trial_dir.glob(f"checkpoint_*/{META_FILE}"):
+        values = read_json(meta)
+        if values and metric in values:
+            scored.append((values[metric], -values[hp.EPOCH], str(meta.parent)))
+    if not scored:
+        return None
+    best = max(scored) if mode == "max" else min(scored, key=lambda s: (s[0], -s[1]))
+    return best[2]
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    by_epoch: dict[Any, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by an interrupted write
+        # After a killed driver an epoch may be trained and reported again
+        # from the last saved checkpoint; the later report is the one kept.
+        by_epoch[result.get(hp.EPOCH, len(by_epoch))] = result
+    return [by_epoch[k] for k in sorted(by_epoch, key=lambda e: (e is None, e))]

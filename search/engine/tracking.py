@@ -18,8 +18,8 @@ from typing import Any
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 
-from search.space import Space
-from search.storage import is_uri, tune_dir
+from search.outputs.storage import is_uri, tune_dir
+from search.space.loader import Space
 from trainables.errors import UserError
 from trainables.hparams import EPOCH
 

@@ -15,10 +15,10 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from search.layout import SPLIT_FILE
-from search.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
-from search.space import Space
-from search.storage import local_checkpoint
+from search.outputs.layout import SPLIT_FILE
+from search.outputs.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
+from search.outputs.storage import local_checkpoint
+from search.space.loader import Space
 from trainables.augment import MEAN, STD
 from trainables.data import classes_of, decode_split, load_image, prepare_image, read_split
 from trainables.errors import UserError

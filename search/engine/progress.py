@@ -20,9 +20,10 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from search.costs import asha_epochs
-from search.leaderboard import error_line
-from search.status import clock_time, short_value
+from search.outputs.ray_files import error_line
+from search.outputs.status import clock_time, short_value
+from search.outputs.text import duration
+from search.space.expect import asha_epochs
 from trainables.hparams import EPOCH
 
 CLEAR_LINE = "\r\x1b[K"
@@ -337,10 +338,3 @@ def _error(trial: Any) -> str:
         return error_line(Path(path).read_text(errors="replace"))
     return "an error (see the trial's error.txt)"
 
-
-def duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    if hours:
-        return f"{hours}h{rest // 60:02d}m"
-    return f"{rest // 60}m{rest % 60:02d}s"

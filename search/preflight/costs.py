@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from search.space import Space
+from search.outputs.text import duration
+from search.space.loader import Space
 from trainables.finetune import _precision
 from trainables.loop import autocast, classification_loss, to_device
 from trainables.models import build_model
@@ -96,36 +97,4 @@ def time_step(
     return elapsed / TIMED_STEPS
 
 
-def asha_epochs(
-    max_epochs: int, grace_period: int | None, reduction_factor: float, reached: int = 0
-) -> float:
-    """The epochs a trial trains when ASHA stops as designed, on average: to the
-    next rung surely, each rung after with chance 1 in ``reduction_factor``.
 
-    ``reached``: epochs the trial has already trained without being stopped
-    (0 for a new trial); ``grace_period`` None: no ASHA, every trial trains
-    ``max_epochs``.
-    """
-    if grace_period is None or reached >= max_epochs:
-        return float(max_epochs)
-    rung = float(grace_period)
-    while rung <= reached:  # the rungs it has passed
-        rung = min(rung * reduction_factor, max_epochs)
-        if rung >= max_epochs:
-            return float(max_epochs)
-    epochs, survivors = rung, 1.0
-    while rung < max_epochs:
-        following = min(rung * reduction_factor, max_epochs)
-        survivors /= reduction_factor
-        epochs += survivors * (following - rung)
-        rung = following
-    return epochs
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes = seconds / 60
-    if minutes < 60:
-        return f"{minutes:.0f} min"
-    return f"{minutes / 60:.1f} h"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pyarrow.fs
 
-from search.layout import TUNE_DIR
+from search.outputs.layout import TUNE_DIR
 from trainables.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,12 @@ from typing import TextIO
 
 import pandas as pd
 
-from search.layout import LEADERBOARD_FILE
-from search.leaderboard import build_leaderboard, open_sweep, ray_statuses
-from search.params import walk
-from search.storage import tune_dir
+from search.outputs.layout import LEADERBOARD_FILE
+from search.outputs.leaderboard import build_leaderboard, open_sweep
+from search.outputs.ray_files import ray_statuses
+from search.outputs.storage import tune_dir
+from search.outputs.text import clock_time, duration, short_value
+from search.space.params import walk
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, clear: a terminal shows one view at a time
 STATUSES = ("completed", "stopped_early", "running", "pending", "errored")
@@ -58,7 +60,7 @@ def describe_status(sweep_dir: Path) -> list[str]:
             lines.append(f"errored: trial {row.trial_id}: {row.error}")
     if len(board) and "started_at" in board:
         elapsed = board["ended_at"].max() - board["started_at"].min()
-        lines.append(f"elapsed: {_duration(elapsed)} (first trial start to last report)")
+        lines.append(f"elapsed: {duration(elapsed)} (first trial start to last report)")
     lines += _resume_lines(sweep_dir, board, not_started)
     return lines
 
@@ -71,7 +73,7 @@ def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> lis
     statuses = ray_statuses(sweep_dir)
     unfinished = board[board["status"].isin(["running", "pending"])] if len(board) else board
     errored = int((board["status"] == "errored").sum()) if len(board) else 0
-    lines = [f"Ray Tune state saved {_duration(age)} ago"]
+    lines = [f"Ray Tune state saved {duration(age)} ago"]
     if not len(unfinished) and not not_started and statuses:
         lines.append(
             "resumable: no, the sweep has finished; "
@@ -151,22 +153,10 @@ def _epochs(row: object) -> int:
     return int(epochs) if epochs is not None and pd.notna(epochs) else 0
 
 
-def clock_time() -> str:
-    return time.strftime("%H:%M:%S")
 
 
-def short_value(value: object) -> str:
-    """A sampled value on a status line: floats to 3 significant digits."""
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _trials(count: int) -> str:
     return "trial" if count == 1 else "trials"
 
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return (
-        f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
-    )

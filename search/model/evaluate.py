@@ -20,17 +20,17 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from search.export import (
+from search.model.export import (
     FineTunedModel,
     checkpoint_network,
     default_device,
     load_model,
     test_set,
 )
-from search.layout import FINALISTS_FILE, SPACE_FILE, SPLIT_FILE
-from search.leaderboard import read_finalists
-from search.space import Space, load_space
-from search.storage import local_checkpoint
+from search.outputs.layout import FINALISTS_FILE, SPACE_FILE, SPLIT_FILE
+from search.outputs.leaderboard import read_finalists
+from search.outputs.storage import local_checkpoint
+from search.space.loader import Space, load_space
 from trainables.data import classes_of, decode_split, read_split
 from trainables.errors import UserError
 from trainables.loop import evaluate
@@ -194,7 +194,7 @@ def evaluate_model(
     per_class.to_csv(out / "per_class.csv", index=False)
     confusion.to_csv(out / "confusion_matrix.csv")
     predictions.to_csv(out / "predictions.csv", index=False)
-    from search.plots import plot_confusion
+    from search.outputs.plots import plot_confusion
 
     plot_confusion(
         confusion, out / "confusion_matrix.png", title=f"{Path(model_dir).name} on {where}"

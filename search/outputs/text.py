@@ -1,0 +1,33 @@
+"""How ftsweep writes durations, clock times and sampled values, everywhere.
+
+The progress view, ``status``, ``validate``'s estimates and report.md share
+these, so a duration reads the same wherever the user meets it.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def duration(seconds: float) -> str:
+    """A duration to the precision that matters: 4.2s, 42s, 12m05s, 3h07m."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    hours, rest = divmod(whole, 3600)
+    if hours:
+        return f"{hours}h{rest // 60:02d}m"
+    return f"{rest // 60}m{rest % 60:02d}s"
+
+
+def clock_time() -> str:
+    """The wall clock, as event lines and watch blocks stamp it."""
+    return time.strftime("%H:%M:%S")
+
+
+def short_value(value: object) -> str:
+    """A sampled value on a status line: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
