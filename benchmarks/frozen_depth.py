@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainables.backbones import stage_count
 from trainables.data import decode_split, make_split
 from trainables.loop import to_device, train_epoch
-from trainables.models import build_model, stage_count
+from trainables.models import build_model
 from trainables.optim import build_optimizer, build_scheduler
 
 RESULTS = Path(__file__).resolve().parent / "results"

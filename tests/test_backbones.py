@@ -12,7 +12,7 @@ import torchvision
 from search.cli import main
 from search.preflight.weights import fetch, pretrained
 from search.space.loader import load_space
-from trainables.models import stage_count, stage_table
+from trainables.backbones import stage_count, stage_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "backbones.md"
 

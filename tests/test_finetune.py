@@ -12,7 +12,8 @@ from trainables.data import decode_split, make_split, read_split, write_split
 from trainables.finetune import META_FILE, TrialSetup, load_state, train
 from trainables.hparams import HParams
 from trainables.loop import evaluate
-from trainables.models import build_model, inference_weights
+from trainables.models import build_model
+from trainables.weights import inference_weights
 
 
 @pytest.fixture(scope="module")

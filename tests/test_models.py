@@ -10,24 +10,25 @@ import torch
 import torchvision
 from torch import nn
 
+from trainables.backbones import (
+    FAMILIES,
+    builder_kwargs,
+    family_of,
+    stage_count,
+    supported_backbones,
+)
 from trainables.errors import UserError
 from trainables.loop import classification_loss
 from trainables.models import (
     AUX_WEIGHT,
-    FAMILIES,
     AuxOutputs,
     Family,
-    _builder_kwargs,
     _remove_classifier,
     build_model,
-    cached_weights_file,
-    family_of,
-    inference_weights,
     input_size,
-    stage_count,
-    supported_backbones,
 )
 from trainables.optim import build_optimizer
+from trainables.weights import cached_weights_file, inference_weights
 
 
 def _smallest(family: Family) -> str:
@@ -56,7 +57,7 @@ def test_stages_split_every_backbone_parameter_exactly_once(backbone):
         return
     size = input_size(backbone, 32)
     with torch.device("meta"):
-        model = torchvision.models.get_model(backbone, **_builder_kwargs(backbone, size, False))
+        model = torchvision.models.get_model(backbone, **builder_kwargs(backbone, size, False))
     _remove_classifier(model, family, 3)
     stages = family.stages(model)
     assert len(stages) == stage_count(backbone) >= 4

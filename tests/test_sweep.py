@@ -17,6 +17,7 @@ from search.sweep import run_sweep
 from trainables.data import decode_split, read_split
 from trainables.errors import UserError
 from trainables.finetune import load_state
+from trainables.hparams import HParams
 from trainables.models import build_model
 
 pytestmark = pytest.mark.slow
@@ -337,7 +338,6 @@ def test_data_decoded_once_and_reused_workers_reset_cleanly(sweep):
     from search.engine.tuner import trial_setup
     from search.space.loader import load_space
     from trainables.finetune import train
-    from trainables.hparams import HParams
 
     tune_dir = sweep.sweep_dir / "tune"
     results = {

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.nn import functional as nnf
 from torchvision.transforms import v2
 
@@ -251,3 +253,46 @@ def normalize_float(images: torch.Tensor) -> torch.Tensor:
 
 def _blend(images: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     return (ratio * images + (1 - ratio) * other).clamp_(0, 1)
+
+
+def build_mix(
+    num_classes: int, mixup_alpha: float, cutmix_alpha: float
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+    """torchvision's batch MixUp / CutMix (one of the two per batch when both are on)."""
+    mixes: list[v2.Transform] = []
+    if mixup_alpha > 0:
+        mixes.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    if cutmix_alpha > 0:
+        mixes.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+
+Mix = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Regularisation:
+    """What a trial does to its batches and loss beyond plain cross-entropy."""
+
+    augment: Augment  # per-image augmentation, batched on the device
+    mix: Mix | None  # MixUp / CutMix over a batch, or None
+    loss: nn.Module  # cross-entropy, with label smoothing
+
+
+def build_regularisation(
+    num_classes: int,
+    image_size: int,
+    *,
+    augmentation: str = "light",
+    label_smoothing: float = 0.0,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+) -> Regularisation:
+    """The regularisation group of a trial's hyperparameters, built."""
+    return Regularisation(
+        augment=build_augmentation(augmentation, image_size),
+        mix=build_mix(num_classes, mixup_alpha, cutmix_alpha),
+        loss=nn.CrossEntropyLoss(label_smoothing=label_smoothing),
+    )

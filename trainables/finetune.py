@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs
 import torch
-from torch import nn
 
 from trainables import hparams as hp
-from trainables.augment import build_augmentation
+from trainables.augment import build_regularisation
 from trainables.batches import open_splits
 from trainables.cache import CacheFile
 from trainables.data import parse_split, read_split
@@ -37,7 +36,7 @@ from trainables.faults import (
     release_memory,
 )
 from trainables.hparams import HParams
-from trainables.loop import build_mix, evaluate_batches, measure_speed, train_epoch
+from trainables.loop import evaluate_batches, measure_speed, train_epoch
 from trainables.models import build_model
 from trainables.optim import WeightEMA, build_optimizer, build_scheduler
 
@@ -135,7 +134,7 @@ def train(
     torch.set_num_threads(max(1, int(setup.cpus)))
     _seed_everything(setup.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp_dtype, scaler = _precision(setup.precision, device)
+    amp_dtype, scaler = amp_settings(setup.precision, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
 
     classes, splits, decoded = open_splits(
@@ -147,41 +146,25 @@ def train(
         workers=max(0, int(setup.cpus) - 1),  # decoders, when the data set is not cached
     )
     train_set, val = splits["train"], splits["val"]
-    augment = build_augmentation(hparams.augmentation, setup.image_size)
     model = build_model(
-        hparams.backbone,
-        len(classes),
-        weights=hparams.weights,
-        frozen_depth=hparams.frozen_depth,
-        head_hidden=hparams.head_hidden,
-        head_dropout=hparams.head_dropout,
-        image_size=setup.image_size,
+        num_classes=len(classes), image_size=setup.image_size, **hparams.group(hp.MODEL)
     ).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if setup.compile:
         model.compile()  # in place: the state dict keeps its keys
     unfreezes = hparams.unfreeze_at > 0 and model.frozen_depth > 0
-    optimizer = build_optimizer(
-        model,
-        hparams.optimizer,
-        lr=hparams.lr,
-        backbone_lr_mult=hparams.backbone_lr_mult,
-        weight_decay=hparams.weight_decay,
-        momentum=hparams.momentum,
-        nesterov=hparams.nesterov,
-        unfrozen_lr_mult=hparams.unfrozen_lr_mult if unfreezes else None,
-    )
+    optimizer = build_optimizer(model, **hparams.group(hp.OPTIMIZER))
     steps_per_epoch = -(-len(train_set) // setup.batch_size)
     scheduler = build_scheduler(
         optimizer,
-        hparams.lr_scheduler,
         epochs=setup.max_epochs,
         steps_per_epoch=steps_per_epoch,
-        warmup_epochs=hparams.warmup_epochs,
+        **hparams.group(hp.SCHEDULE),
     )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=hparams.label_smoothing)
-    mix = build_mix(len(classes), hparams.mixup_alpha, hparams.cutmix_alpha)
+    regular = build_regularisation(
+        len(classes), setup.image_size, **hparams.group(hp.REGULARISATION)
+    )
     ema = WeightEMA(model, hparams.ema) if hparams.ema > 0 else None
 
     epoch, train_seconds, started_at = 0, 0.0, time.time()
@@ -219,12 +202,12 @@ def train(
             batches,
             optimizer,
             scheduler,
-            loss_fn,
+            regular.loss,
             device,
             amp_dtype=amp_dtype,
             scaler=scaler,
-            augment=augment,
-            mix=mix,
+            augment=regular.augment,
+            mix=regular.mix,
             grad_clip=hparams.grad_clip,
             after_step=None if ema is None else lambda: ema.update(model),
         )
@@ -322,7 +305,7 @@ def _checkpoint_number(path: Path) -> int:
         return -1
 
 
-def _precision(
+def amp_settings(
     precision: str, device: torch.device
 ) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
     if device.type != "cuda" or precision == "fp32":

@@ -1,14 +1,17 @@
-"""The hyperparameters the trainable understands, defined once.
+"""The hyperparameters the trainable understands, defined once: ``HPARAMS``.
 
-The space loader validates every key and value against ``HPARAMS``; the
-trainable turns a resolved mapping into an ``HParams`` and hands plain values
-to the builders (model, optimizer, augmentation).
+One table says, for every key a space may search, what values it takes, its
+default and the builder that consumes it (its ``group``). The space loader
+validates against it; ``HParams``, the trainable's record of one trial, is
+made from it; and each builder is called with its group
+(``build_model(**hparams.group(MODEL), ...)``), so adding a hyperparameter
+touches this table and the builder that uses it, nothing else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, make_dataclass
+from typing import TYPE_CHECKING, Any
 
 # Metric names reported every epoch (the keys of each ``tune.report``).
 EPOCH = "epoch"
@@ -36,11 +39,24 @@ LR_SCHEDULERS = ("cosine", "step", "onecycle", "none")
 AUGMENTATIONS = ("none", "light", "strong", "randaugment", "trivialaugment")
 
 
-@dataclass(frozen=True)
-class HParamSpec:
-    """What values one hyperparameter accepts."""
+# The builders, and the groups of hyperparameters each takes as keyword arguments.
+MODEL = "model"  # trainables.models.build_model
+OPTIMIZER = "optimizer"  # trainables.optim.build_optimizer
+SCHEDULE = "schedule"  # trainables.optim.build_scheduler
+REGULARISATION = "regularisation"  # trainables.augment.build_regularisation
+TRAINING = "training"  # the epoch loop itself (trainables.finetune.train)
+GROUPS = (MODEL, OPTIMIZER, SCHEDULE, REGULARISATION, TRAINING)
 
+_REQUIRED = object()  # a hyperparameter every trial must give (backbone)
+
+
+@dataclass(frozen=True)
+class HParam:
+    """What values one hyperparameter accepts, its default, and who takes it."""
+
+    group: str  # the builder that consumes it (GROUPS)
     type: type
+    default: Any = _REQUIRED
     choices: tuple[Any, ...] | None = None
     lo: float | None = None  # inclusive lower bound
     hi: float | None = None  # exclusive upper bound
@@ -49,64 +65,89 @@ class HParamSpec:
     help: str = ""
 
 
-HPARAMS: dict[str, HParamSpec] = {
-    "backbone": HParamSpec(str, help="a torchvision classification model name"),
-    "weights": HParamSpec(str, help="DEFAULT, a torchvision weight name, none, or a file"),
-    "frozen_depth": HParamSpec(
-        int, lo=0, words=("all",), help="backbone stages frozen from the input; all = every one"
+HPARAMS: dict[str, HParam] = {
+    # build_model
+    "backbone": HParam(MODEL, str, help="a torchvision classification model name"),
+    "weights": HParam(
+        MODEL, str, "none", help="DEFAULT, a torchvision weight name, none, or a file"
     ),
-    "head_hidden": HParamSpec(int, lo=0, help="hidden units of the head; 0 = linear"),
-    "head_dropout": HParamSpec(float, lo=0.0, hi=1.0),
-    "optimizer": HParamSpec(str, choices=OPTIMIZERS),
-    "weight_decay": HParamSpec(float, lo=0.0),
-    "momentum": HParamSpec(float, lo=0.0, hi=1.0, only_for=("optimizer", "sgd")),
-    "nesterov": HParamSpec(bool, only_for=("optimizer", "sgd")),
-    "lr": HParamSpec(float, lo=1e-12),
-    "backbone_lr_mult": HParamSpec(float, lo=0.0),
-    "lr_scheduler": HParamSpec(str, choices=LR_SCHEDULERS),
-    "warmup_epochs": HParamSpec(int, lo=0),
-    "augmentation": HParamSpec(str, choices=AUGMENTATIONS),
-    "label_smoothing": HParamSpec(float, lo=0.0, hi=1.0),
-    "unfreeze_at": HParamSpec(int, lo=0, help="epoch from which frozen stages train; 0 = never"),
-    "unfrozen_lr_mult": HParamSpec(float, lo=0.0, help="their lr = backbone lr x this"),
-    "mixup_alpha": HParamSpec(float, lo=0.0, help="MixUp's Beta(alpha, alpha); 0 = off"),
-    "cutmix_alpha": HParamSpec(float, lo=0.0, help="CutMix's Beta(alpha, alpha); 0 = off"),
-    "ema": HParamSpec(float, lo=0.0, hi=1.0, help="decay per step of the weights' EMA; 0 = off"),
-    "grad_clip": HParamSpec(float, lo=0.0, help="max gradient norm; 0 = off"),
+    "frozen_depth": HParam(
+        MODEL, int, 0, lo=0, words=("all",), help="backbone stages frozen from the input"
+    ),
+    "head_hidden": HParam(MODEL, int, 0, lo=0, help="hidden units of the head; 0 = linear"),
+    "head_dropout": HParam(MODEL, float, 0.0, lo=0.0, hi=1.0),
+    # build_optimizer
+    "optimizer": HParam(OPTIMIZER, str, "adamw", choices=OPTIMIZERS),
+    "lr": HParam(OPTIMIZER, float, 1e-3, lo=1e-12),
+    "backbone_lr_mult": HParam(OPTIMIZER, float, 1.0, lo=0.0),
+    "weight_decay": HParam(OPTIMIZER, float, 0.01, lo=0.0),
+    "momentum": HParam(OPTIMIZER, float, 0.9, lo=0.0, hi=1.0, only_for=("optimizer", "sgd")),
+    "nesterov": HParam(OPTIMIZER, bool, False, only_for=("optimizer", "sgd")),
+    "unfreeze_at": HParam(
+        OPTIMIZER, int, 0, lo=0, help="epoch from which frozen stages train; 0 = never"
+    ),
+    "unfrozen_lr_mult": HParam(OPTIMIZER, float, 0.1, lo=0.0, help="their lr = backbone lr x this"),
+    # build_scheduler
+    "lr_scheduler": HParam(SCHEDULE, str, "cosine", choices=LR_SCHEDULERS),
+    "warmup_epochs": HParam(SCHEDULE, int, 0, lo=0),
+    # build_regularisation
+    "augmentation": HParam(REGULARISATION, str, "light", choices=AUGMENTATIONS),
+    "label_smoothing": HParam(REGULARISATION, float, 0.0, lo=0.0, hi=1.0),
+    "mixup_alpha": HParam(
+        REGULARISATION, float, 0.0, lo=0.0, help="MixUp's Beta(alpha, alpha); 0 = off"
+    ),
+    "cutmix_alpha": HParam(
+        REGULARISATION, float, 0.0, lo=0.0, help="CutMix's Beta(alpha, alpha); 0 = off"
+    ),
+    # the epoch loop
+    "ema": HParam(
+        TRAINING, float, 0.0, lo=0.0, hi=1.0, help="decay per step of the weights' EMA; 0 = off"
+    ),
+    "grad_clip": HParam(TRAINING, float, 0.0, lo=0.0, help="max gradient norm; 0 = off"),
 }
 
 
-@dataclass(frozen=True)
-class HParams:
-    """One trial's resolved hyperparameters (defaults for keys a space omits)."""
-
-    backbone: str
-    weights: str = "none"
-    frozen_depth: int | str = 0  # or "all"
-    head_hidden: int = 0
-    head_dropout: float = 0.0
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    lr: float = 1e-3
-    backbone_lr_mult: float = 1.0
-    lr_scheduler: str = "cosine"
-    warmup_epochs: int = 0
-    augmentation: str = "light"
-    label_smoothing: float = 0.0
-    unfreeze_at: int = 0
-    unfrozen_lr_mult: float = 0.1
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    ema: float = 0.0
-    grad_clip: float = 0.0
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> HParams:
-        """Builds from a flat ``{name: value}`` mapping, ignoring unknown keys."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+def _group(self: Any, name: str) -> dict[str, Any]:
+    """The keyword arguments of one builder: ``{name: value}`` of its group."""
+    if name not in GROUPS:
+        raise ValueError(f"unknown group {name!r}; groups: {', '.join(GROUPS)}")
+    return {key: getattr(self, key) for key, spec in HPARAMS.items() if spec.group == name}
 
 
-assert set(HPARAMS) == {f.name for f in fields(HParams)}, "HPARAMS and HParams disagree"
+def _from_mapping(cls: type, values: dict[str, Any]) -> Any:
+    """Builds from a flat ``{name: value}`` mapping; an unknown name is an error."""
+    unknown = sorted(set(values) - set(HPARAMS))
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameters {', '.join(unknown)}; known: {', '.join(HPARAMS)}"
+        )
+    return cls(**values)
+
+
+if TYPE_CHECKING:
+
+    class HParams:
+        """One trial's resolved hyperparameters (defaults for keys a space omits)."""
+
+        def __init__(self, backbone: str, **values: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+        def group(self, name: str) -> dict[str, Any]: ...
+        @classmethod
+        def from_mapping(cls, values: dict[str, Any]) -> HParams: ...
+
+else:
+    # A frozen dataclass with one field per row of HPARAMS, in the table's order
+    # (backbone, the one without a default, first).
+    HParams = make_dataclass(
+        "HParams",
+        [
+            (name, spec.type if name != "frozen_depth" else int | str)
+            if spec.default is _REQUIRED
+            else (name, spec.type, field(default=spec.default))
+            for name, spec in HPARAMS.items()
+        ],
+        frozen=True,
+        namespace={"group": _group, "from_mapping": classmethod(_from_mapping)},
+    )
+    HParams.__module__ = __name__
+    HParams.__doc__ = "One trial's resolved hyperparameters (defaults for keys a space omits)."

@@ -10,7 +10,6 @@ from contextlib import nullcontext
 import torch
 from sklearn.metrics import f1_score
 from torch import nn
-from torchvision.transforms import v2
 
 from trainables.augment import Augment, normalize_float
 from trainables.models import AUX_WEIGHT, AuxOutputs
@@ -99,20 +98,6 @@ def classification_loss(
     if isinstance(outputs, AuxOutputs):
         return loss_fn(outputs.logits, targets) + AUX_WEIGHT * loss_fn(outputs.aux, targets)
     return loss_fn(outputs, targets)
-
-
-def build_mix(
-    num_classes: int, mixup_alpha: float, cutmix_alpha: float
-) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
-    """torchvision's batch MixUp / CutMix (one of the two per batch when both are on)."""
-    mixes: list[v2.Transform] = []
-    if mixup_alpha > 0:
-        mixes.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
-    if cutmix_alpha > 0:
-        mixes.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
-    if not mixes:
-        return None
-    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
 
 
 @torch.no_grad()

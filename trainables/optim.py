@@ -52,20 +52,30 @@ def param_groups(
 
 def build_optimizer(
     model: nn.Module,
-    name: str,
+    optimizer: str,
     *,
     lr: float,
     backbone_lr_mult: float = 1.0,
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     nesterov: bool = False,
-    unfrozen_lr_mult: float | None = None,
+    unfreeze_at: int = 0,
+    unfrozen_lr_mult: float = 0.1,
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, lr, backbone_lr_mult, weight_decay, unfrozen_lr_mult)
+    """AdamW or SGD over the head, backbone and (with ``unfreeze_at``) frozen groups.
+
+    Frozen stages that unfreeze at epoch ``unfreeze_at`` get a parameter
+    group of their own from the start, at the backbone's rate x
+    ``unfrozen_lr_mult``, so the optimizer's state survives a resume.
+    """
+    unfreezes = unfreeze_at > 0 and getattr(model, "frozen_depth", 0) > 0
+    groups = param_groups(
+        model, lr, backbone_lr_mult, weight_decay, unfrozen_lr_mult if unfreezes else None
+    )
     on_cuda = any(p.is_cuda for g in groups for p in g["params"])
-    if name == "adamw":
+    if optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, fused=on_cuda or None)
-    if name == "sgd":
+    if optimizer == "sgd":
         return torch.optim.SGD(
             groups,
             lr=lr,
@@ -73,12 +83,12 @@ def build_optimizer(
             nesterov=nesterov and momentum > 0,
             fused=on_cuda or None,
         )
-    raise ValueError(f"unknown optimizer {name!r}")
+    raise ValueError(f"unknown optimizer {optimizer!r}")
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
-    name: str,
+    lr_scheduler: str,
     *,
     epochs: int,
     steps_per_epoch: int,
@@ -87,14 +97,14 @@ def build_scheduler(
     """A scheduler stepped once per batch over ``epochs`` epochs."""
     total = max(1, epochs * steps_per_epoch)
     warmup = min(warmup_epochs * steps_per_epoch, total - 1)
-    if name == "onecycle":
+    if lr_scheduler == "onecycle":
         return OneCycleLR(
             optimizer,
             max_lr=[g["lr"] for g in optimizer.param_groups],
             total_steps=total,
             pct_start=max(warmup / total, 0.05),
         )
-    after = _decays[name]
+    after = _decays[lr_scheduler]
     return LambdaLR(optimizer, lambda step: _factor(step, warmup, total, after))
 
 

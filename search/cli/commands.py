@@ -258,5 +258,3 @@ def _sweep(location: str) -> Path:
     from search.outputs.storage import local_sweep
 
     return local_sweep(location, Path("results"))
-
-

@@ -29,7 +29,6 @@ def parameter_importance(frame: pd.DataFrame, space: Space) -> tuple[dict[str, f
         ValueError: too few trials or no varied parameter (the message says which).
     """
 
-
     key = f"best_{space.trial.metric}"
     done = with_columns(frame, key)
     params = searched_params(space, frame)
@@ -74,7 +73,6 @@ def parameter_importance(frame: pd.DataFrame, space: Space) -> tuple[dict[str, f
 
 def _distribution(param: Param) -> Any:
 
-
     if param.kind == "choice":
         return d.CategoricalDistribution(list(param.values))
     if param.kind == "int":
@@ -87,7 +85,6 @@ def _distribution(param: Param) -> Any:
 
 def _option(value: Any, distribution: Any) -> Any:
     """A leaderboard value as the distribution's own value; None where absent or outside."""
-
 
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None

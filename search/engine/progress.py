@@ -337,4 +337,3 @@ def _error(trial: Any) -> str:
     if path and Path(path).is_file():
         return error_line(Path(path).read_text(errors="replace"))
     return "an error (see the trial's error.txt)"
-

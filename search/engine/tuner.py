@@ -238,12 +238,6 @@ def build_scheduler(space: Space) -> TrialScheduler:
     )
 
 
-
-
-
-
-
-
 def _trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"trial_{trial.trial_id}"
 

@@ -23,9 +23,10 @@ from trainables.augment import MEAN, STD
 from trainables.data import classes_of, decode_split, load_image, prepare_image, read_split
 from trainables.errors import UserError
 from trainables.finetune import META_FILE, load_state
-from trainables.hparams import HParams
+from trainables.hparams import MODEL, HParams
 from trainables.loop import evaluate, predict_logits
-from trainables.models import Classifier, build_model, inference_weights
+from trainables.models import Classifier, inference_network
+from trainables.weights import inference_weights
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -76,6 +77,7 @@ def export_trial(
         "format_version": FORMAT_VERSION,
         "backbone": hparams.backbone,
         "head": {"hidden": hparams.head_hidden, "dropout": hparams.head_dropout},
+        "model": hparams.group(MODEL),  # build_model's arguments (hparams.py's model group)
         "classes": classes_of(split),
         "image_size": space.data.image_size,
         "normalization": {"mean": list(MEAN), "std": list(STD)},
@@ -110,14 +112,7 @@ def checkpoint_network(
     meta = json.loads((checkpoint / META_FILE).read_text())
     config = json.loads((checkpoint.parent / "params.json").read_text())
     hparams = HParams.from_mapping(space.hparams(config))
-    network = build_model(
-        hparams.backbone,
-        num_classes,
-        head_hidden=hparams.head_hidden,
-        head_dropout=hparams.head_dropout,
-        image_size=space.data.image_size,
-        training=False,
-    )
+    network = inference_network(hparams.group(MODEL), num_classes, space.data.image_size)
     network.load_state_dict(inference_weights(state))
     return network.eval(), hparams, meta
 
@@ -247,14 +242,13 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Fin
             "unpickled: ftsweep model folders never hold pickles. Export the model again",
             str(model_dir / WEIGHTS_FILE),
         ) from None
-    network = build_model(
-        backbone,
-        len(classes),
-        head_hidden=int(head["hidden"]),
-        head_dropout=float(head["dropout"]),
-        image_size=image_size,
-        training=False,
-    )
+    # Folders written before model.json had "model" name the backbone and head only.
+    group = description.get("model") or {
+        "backbone": backbone,
+        "head_hidden": int(head["hidden"]),
+        "head_dropout": float(head["dropout"]),
+    }
+    network = inference_network(group, len(classes), image_size)
     try:
         network.load_state_dict(weights)
     except RuntimeError as exc:

@@ -36,8 +36,6 @@ FORMATS = ("table", "csv", "markdown", "json")
 NODE_IP = "node_ip"  # Ray adds it to every result
 
 
-
-
 def open_sweep(sweep_dir: Path) -> Space:
     """The space a results folder was run with."""
     if not (sweep_dir / SPACE_FILE).is_file():
@@ -46,16 +44,6 @@ def open_sweep(sweep_dir: Path) -> Space:
             str(sweep_dir),
         )
     return load_space(sweep_dir / SPACE_FILE)
-
-
-
-
-
-
-
-
-
-
 
 
 def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFrame:
@@ -239,9 +227,3 @@ def _status(
     if finished:
         return "stopped_early" if results else "errored"
     return "running" if results else "pending"
-
-
-
-
-
-

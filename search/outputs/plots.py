@@ -308,12 +308,6 @@ def _latency(frame: pd.DataFrame, space: Space) -> Figure:
 # --- parameter importance, from a study rebuilt from the results -------------------------
 
 
-
-
-
-
-
-
 # --- helpers -----------------------------------------------------------------------------
 
 

@@ -52,8 +52,6 @@ SESSION_FILES = {
 _SESSION = re.compile(r"^(?:experiment_state|searcher-state|search_gen_state)-(.+)\.(?:json|pkl)$")
 
 
-
-
 def repair_state(tune_dir: Path) -> list[str]:
     """Checks the state a resume reads; restores the backup where it is damaged.
 

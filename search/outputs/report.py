@@ -233,6 +233,5 @@ def _settings(sweep_dir: Path, space: Space) -> list[str]:
     return lines
 
 
-
 def _has(row: pd.Series, column: str) -> bool:
     return column in row and pd.notna(row[column])

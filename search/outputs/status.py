@@ -153,10 +153,5 @@ def _epochs(row: object) -> int:
     return int(epochs) if epochs is not None and pd.notna(epochs) else 0
 
 
-
-
-
-
 def _trials(count: int) -> str:
     return "trial" if count == 1 else "trials"
-

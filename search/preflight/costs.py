@@ -12,7 +12,7 @@ from torch import nn
 
 from search.outputs.text import duration
 from search.space.loader import Space
-from trainables.finetune import _precision
+from trainables.finetune import amp_settings
 from trainables.loop import autocast, classification_loss, to_device
 from trainables.models import build_model
 from trainables.optim import build_optimizer
@@ -71,7 +71,7 @@ def time_step(
     torch.manual_seed(0)
     model = build_model(backbone, classes, weights="none", image_size=image_size).to(device)
     optimizer = build_optimizer(model, "adamw", lr=1e-3)
-    amp_dtype, _ = _precision(precision, device)
+    amp_dtype, _ = amp_settings(precision, device)
     images = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8)
     labels = torch.randint(0, classes, (batch,))
     loss_fn = nn.CrossEntropyLoss()
@@ -95,6 +95,3 @@ def time_step(
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return elapsed / TIMED_STEPS
-
-
-

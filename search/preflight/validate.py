@@ -17,7 +17,8 @@ from search.preflight.weights import pretrained
 from search.space.expect import asha_epochs
 from search.space.loader import Space
 from search.space.params import Param, walk
-from trainables.models import input_size, stage_count
+from trainables.backbones import stage_count
+from trainables.models import input_size
 from trainables.scan import KINDS, SCAN_FILE
 
 MAX_CLASSES_LISTED = 12  # more: the range of the per-class counts
@@ -222,8 +223,6 @@ def _coverage(space: Space, searched: list[Param]) -> list[str]:
         + " and ".join(reasons)
         + "; fix some parameters as constants, drop choices, or raise num_samples"
     ]
-
-
 
 
 def packing(space: Space, backbones: list[str]) -> list[str]:

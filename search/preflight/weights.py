@@ -17,7 +17,7 @@ import torchvision
 
 from search.space.params import Param, weight_pairs
 from trainables.errors import UserError
-from trainables.models import cached_weights_file, resolve_weights
+from trainables.weights import cached_weights_file, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ class Pretrained:
 
     def describe(self) -> str:
         return f"{self.backbone} {self.weights}"
-
-
 
 
 def pretrained(params: tuple[Param, ...]) -> list[Pretrained]:

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from search.space.params import Located, Param, walk, weight_pairs
 from search.space.yamlfile import LocatedDict, as_number
+from trainables.backbones import supported_backbones
 from trainables.data import BUILTIN_SOURCES
 from trainables.errors import UserError
-from trainables.models import resolve_weights, supported_backbones
 from trainables.scan import BAD_FILE_POLICIES
+from trainables.weights import resolve_weights
 
 if TYPE_CHECKING:
     from search.space.spec import DataSpec, ResourcesSpec

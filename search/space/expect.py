@@ -1,6 +1,3 @@
-
-
-
 def asha_epochs(
     max_epochs: int, grace_period: int | None, reduction_factor: float, reached: int = 0
 ) -> float:
