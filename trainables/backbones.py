@@ -45,6 +45,11 @@ from trainables.stages import (
 TRANSFORM_INPUT = (("transform_input", True), ("init_weights", True))
 
 
+# Model hyperparameters that are arguments of torchvision's builders:
+# name -> (the builder's argument, the Family field that says a family takes it).
+BUILDER_OPTIONS = {"stochastic_depth": ("stochastic_depth_prob", "stochastic_depth")}
+
+
 @dataclass(frozen=True)
 class Family:
     """How to fine-tune one torchvision family."""
@@ -288,24 +293,30 @@ def _torchvision_models() -> frozenset[str]:
     return frozenset(torchvision.models.list_models(module=torchvision.models))
 
 
-def builder_kwargs(
-    backbone: str, size: int, aux: bool, stochastic_depth: float | None = None
-) -> dict[str, Any]:
-    """torchvision's builder arguments for this backbone at this input side."""
+def builder_kwargs(backbone: str, size: int, aux: bool, **options: Any) -> dict[str, Any]:
+    """torchvision's builder arguments for this backbone at this input side.
+
+    ``options``: model hyperparameters that are arguments of torchvision's
+    builder (BUILDER_OPTIONS); None leaves the family's default. A family
+    that lacks one refuses a value with a clear error.
+    """
     family = known(backbone)
     kwargs: dict[str, Any] = dict(family.builder_kwargs)
     if family.size_kwarg:
         kwargs[family.size_kwarg] = (size, size) if family.size_as_pair else size
     if family.aux_logits:
         kwargs["aux_logits"] = aux
-    if stochastic_depth is not None:
-        if not family.stochastic_depth:
-            takes = ", ".join(f.title for f in FAMILIES.values() if f.stochastic_depth)
+    for name, value in options.items():
+        if value is None:
+            continue
+        argument, supported = BUILDER_OPTIONS[name]
+        if not getattr(family, supported):
+            takes = ", ".join(f.title for f in FAMILIES.values() if getattr(f, supported))
             raise UserError(
-                f"stochastic_depth: {backbone} ({family.title}) has no stochastic depth; "
-                f"families that do: {takes}. Set it under those backbones' options only"
+                f"{name}: {backbone} ({family.title}) has no {argument}; families that "
+                f"do: {takes}. Set {name} under those backbones' options only"
             )
-        kwargs["stochastic_depth_prob"] = float(stochastic_depth)
+        kwargs[argument] = value
     return kwargs
 
 

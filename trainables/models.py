@@ -140,7 +140,7 @@ def build_model(
         and frozen_depth != ALL
         and int(frozen_depth) < family.aux_feeds
     )
-    kwargs = builder_kwargs(backbone, size, aux, stochastic_depth)
+    kwargs = builder_kwargs(backbone, size, aux, stochastic_depth=stochastic_depth)
     model = load_backbone(backbone, weights, kwargs, size)
     in_features = _remove_classifier(model, family, num_classes)
     head = build_head(in_features, num_classes, head_hidden, head_dropout)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING, Any
 
-from search.space.params import Located, Param, walk, weight_pairs
+from search.space.params import Located, Param, backbone_pairs, walk, weight_pairs
 from search.space.yamlfile import LocatedDict, as_number
-from trainables.backbones import supported_backbones
+from trainables.backbones import BUILDER_OPTIONS, builder_kwargs, supported_backbones
 from trainables.data import BUILTIN_SOURCES
 from trainables.errors import UserError
 from trainables.scan import BAD_FILE_POLICIES
@@ -132,3 +132,11 @@ def check_models(params: tuple[Param, ...], loc: Located, section: Any) -> None:
             raise UserError(
                 exc.message, f"{loc.file}:{param.line} (space.{param.column})"
             ) from None
+    for option in BUILDER_OPTIONS:  # arguments some families' builders take, others lack
+        for backbone, value, param in backbone_pairs(params, option):
+            try:
+                builder_kwargs(backbone, 224, False, **{option: value})
+            except UserError as exc:
+                raise UserError(
+                    exc.message, f"{loc.file}:{param.line} (space.{param.column})"
+                ) from None

@@ -294,16 +294,27 @@ def _check_bounds(
 def weight_pairs(params: tuple[Param, ...]) -> Iterator[tuple[str, str, Param]]:
     """(backbone, weights value, weights parameter) for every pair that can be sampled.
 
-    A ``weights`` set under a backbone's option pairs with that backbone only;
-    one set elsewhere pairs with every backbone in scope (all of them at the
-    top level). A space without ``weights`` trains from scratch.
+    A space without ``weights`` trains from scratch.
+    """
+    for backbone, value, param in backbone_pairs(params, "weights"):
+        yield backbone, str(value), param
+
+
+def backbone_pairs(params: tuple[Param, ...], name: str) -> Iterator[tuple[str, Any, Param]]:
+    """(backbone, value, parameter) for every pair of a backbone and a value of
+    the hyperparameter ``name`` that can be sampled together.
+
+    One set under a backbone's option pairs with that backbone only; one set
+    elsewhere pairs with every backbone in scope (all of them at the top
+    level). A range pairs by its upper bound.
     """
     everywhere = [v for p in walk(params) if p.name == "backbone" for v in p.values]
 
-    def visit(level: tuple[Param, ...], backbones: list[str]) -> Iterator[tuple[str, str, Param]]:
+    def visit(level: tuple[Param, ...], backbones: list[str]) -> Iterator[tuple[str, Any, Param]]:
         for param in level:
-            if param.name == "weights":
-                yield from ((b, str(w), param) for b in backbones for w in param.values)
+            if param.name == name:
+                values = param.values or (param.high,)
+                yield from ((b, v, param) for b in backbones for v in values)
             for option, branch in zip(param.values, param.branches, strict=False):
                 yield from visit(branch, [option] if param.name == "backbone" else backbones)
 
