@@ -289,3 +289,29 @@ def test_inception_v3_trains_its_auxiliary_classifier_and_exports_without_it():
     assert build_model("inception_v3", 4, image_size=64).resize_to == 75
     assert build_model("inception_v3", 4, image_size=64).backbone.AuxLogits is None
     assert build_model("inception_v3", 4, image_size=299, frozen_depth=3).backbone.AuxLogits is None
+
+
+def test_stochastic_depth_reaches_the_families_that_take_it(write_space):
+    from torchvision.ops import StochasticDepth
+
+    from search.space import load_space
+
+    model = build_model("convnext_tiny", 3, stochastic_depth=0.3, image_size=32)
+    probs = [m.p for m in model.modules() if isinstance(m, StochasticDepth)]
+    assert probs and max(probs) == pytest.approx(0.3)  # torchvision ramps it up to the last block
+    default = build_model("convnext_tiny", 3, image_size=32)
+    assert max(m.p for m in default.modules() if isinstance(m, StochasticDepth)) == 0.1
+    with pytest.raises(UserError, match=r"stochastic_depth: resnet18 \(ResNet\) has no"):
+        build_model("resnet18", 3, stochastic_depth=0.1)
+
+    base = "name: s\ndata: {source: digits, image_size: 16}\nspace:\n"
+    everywhere = base + "  backbone: {choice: [resnet18, convnext_tiny]}\n  stochastic_depth: 0.1\n"
+    with pytest.raises(UserError) as caught:
+        load_space(write_space(everywhere))
+    assert "space.yaml:5 (space.stochastic_depth)" in str(caught.value)
+    assert "ConvNeXt" in str(caught.value) and "resnet18" in str(caught.value)
+    scoped = base + (
+        "  backbone:\n    choice:\n      resnet18: {}\n"
+        "      convnext_tiny: {stochastic_depth: {uniform: [0.0, 0.2]}}\n"
+    )
+    assert load_space(write_space(scoped)).params

@@ -76,6 +76,9 @@ HPARAMS: dict[str, HParam] = {
     ),
     "head_hidden": HParam(MODEL, int, 0, lo=0, help="hidden units of the head; 0 = linear"),
     "head_dropout": HParam(MODEL, float, 0.0, lo=0.0, hi=1.0),
+    "stochastic_depth": HParam(
+        MODEL, float, None, lo=0.0, hi=1.0, help="torchvision's stochastic_depth_prob"
+    ),
     # build_optimizer
     "optimizer": HParam(OPTIMIZER, str, "adamw", choices=OPTIMIZERS),
     "lr": HParam(OPTIMIZER, float, 1e-3, lo=1e-12),
