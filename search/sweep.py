@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from search.engine import probe
 from search.engine.cluster import check_cluster, cluster_address, start_ray
 from search.engine.tracking import mlflow_uri
 from search.engine.tuner import (
@@ -122,6 +123,7 @@ def run_sweep(
         mlflow: an MLflow tracking URI (a folder, http://host:5000, databricks);
             every trial becomes a run of the experiment named after the sweep.
     """
+    probe.check()  # the Ray and Optuna internals ftsweep relies on, before anything starts
     space, sweep_dir = prepare_sweep(
         Path(space_file or DEFAULT_SPACE), Path(results), overrides or {}, storage
     )
@@ -163,6 +165,7 @@ def resume_sweep(
         verbose: Ray Tune's own output instead of ftsweep's compact view.
         mlflow: an MLflow tracking URI (default: the one the sweep ran with).
     """
+    probe.check()
     sweep_dir = local_sweep(str(sweep_dir), Path(results))
     space = open_sweep(sweep_dir)
     mlflow = mlflow_uri(sweep_dir, mlflow)  # --mlflow, or the URI the sweep ran with

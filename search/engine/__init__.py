@@ -1,1 +1,65 @@
-"""TODO"""
+"""The one door to Ray and Optuna: the only package that imports them (with
+outputs/ray_files.py for Ray's saved files, and the trainable Ray runs).
+
+Modules: tuner (Tuner, trainable, callbacks, output), searcher (Optuna's
+define-by-run space, samplers, the pruning-aware OptunaSearch), asha (ASHA
+whose rungs survive a resume), state_backup (a copy of each state save),
+cluster (start or join Ray, check every node), progress (the compact view),
+tracking (TensorBoard, MLflow), importance (Optuna's fANOVA), probe (checks
+everything below at start-up).
+
+Supported: Ray and Optuna in ``probe.RAY_SUPPORTED`` / ``probe.OPTUNA_SUPPORTED``
+(pyproject.toml says the same; a test keeps them equal). ``run`` and
+``resume`` call ``probe.check()`` first; a missing piece stops them with exit
+2 naming the installed versions and the supported range.
+
+What ftsweep relies on beyond Ray's and Optuna's public API (each is checked
+by the probe unless marked "not probed"):
+
+Ray Tune private attributes
+- ``Tuner._local_tuner`` and its ``get_run_config()`` (tuner.set_callbacks:
+  callbacks set on a restored Tuner, whose pickled ones are stale).
+- ``ASHAScheduler._brackets``, ``._trial_info``, ``._metric``, ``._time_attr``,
+  ``._metric_op``, ``._num_stopped`` and ``_Bracket.on_result(trial,
+  cur_iter, cur_rew)`` called with a stand-in trial (asha.ResumableASHA
+  replays stored results into the rungs; Ray does not restore them).
+- ``OptunaSearch._ot_study``, ``._ot_trials``, ``._completed_trials``
+  (searcher.PruningOptunaSearch tells Optuna a stopped trial was PRUNED).
+- ``TBXLoggerCallback._try_log_hparams(trial, result)`` (tracking: HParams
+  without bookkeeping columns), ``MLflowLoggerCallback._trial_runs`` and
+  ``mlflow_util._get_client()`` (tracking: one MLflow run per trial across
+  resumes).
+- ``ray._private.authentication.authentication_token_setup.
+  maybe_enable_token_auth_if_token_available`` (cluster: token auth after a
+  refusal); optional, absent before Ray 2.52: not probed.
+- ``StorageContext.experiment_fs_path`` / ``experiment_driver_staging_path``
+  and a trial's ``.storage`` (asha, state_backup); ``Callback.get_state``
+  called at the end of each experiment-state save (state_backup).
+
+Ray's saved files (outputs/ray_files.py reads and edits them)
+- tune/experiment_state-S.json: ``trial_data`` entries [trial JSON with
+  ``trial_id``, ``status``; metadata JSON with ``num_failures``,
+  ``last_result``] (status, leaderboard, resume).
+- tune/search_gen_state-S.json: the pickled dict of
+  ``SearchGenerator.get_state()``: ``counter``, ``total_samples``,
+  ``finished``, ``experiment`` (whose ``storage`` has ``storage_filesystem``,
+  ``storage_fs_path``, ``experiment_dir_name``) (--add, a moved experiment).
+- tune/searcher-state-S.pkl, tune/tuner.pkl: opened only by Ray; checked
+  for completeness (pickle opcodes, never loaded) before a resume.
+- trial_ID/params.json, result.json (one JSON line per report), error.txt
+  ("Failure # N" per restart, a traceback's last exception line),
+  checkpoint_N/ folders (leaderboard, status, export, ASHA's replay): not
+  probed, read tolerantly (a missing or cut-short file is skipped).
+
+Environment switches
+- ``RAY_AIR_NEW_OUTPUT=0`` (Ray Tune's older output engine, quiet at
+  verbose=0), ``TUNE_GLOBAL_CHECKPOINT_S`` (how often the state is saved),
+  ``RAY_AUTH_MODE``, ``RAY_ADDRESS``: not probed (Ray ignores an unknown one).
+
+Optuna: public API only (``Study.tell``, ``TrialState.PRUNED``, the samplers,
+``create_trial``, ``importance.FanovaImportanceEvaluator``); its samplers are
+pickled inside Ray's searcher state.
+
+Nothing here is imported by ``import search.engine``: each module is imported
+where it is used, so reading a results folder never imports Ray.
+"""
