@@ -28,7 +28,14 @@ from search.engine.tuner import (
     trial_setup,
 )
 from search.model.export import export_trial, replace_folder
-from search.outputs.layout import LEADERBOARD_FILE, SPACE_FILE, SPLIT_FILE, TUNE_DIR
+from search.outputs.layout import (
+    BEST_DIR,
+    LEADERBOARD_FILE,
+    METRICS_FILE,
+    SPACE_FILE,
+    SPLIT_FILE,
+    TUNE_DIR,
+)
 from search.outputs.leaderboard import build_leaderboard, open_sweep
 from search.outputs.ray_files import add_trials, ray_statuses, rebase_search_state, repair_state
 from search.outputs.storage import (
@@ -51,7 +58,6 @@ from trainables.scan import SCAN_FILE, problems_frame
 log = logging.getLogger(__name__)
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "spaces" / "quickstart.yaml"
-BEST_DIR = "best"
 
 
 @dataclass(frozen=True)
@@ -320,7 +326,7 @@ def redraw(sweep_dir: str | Path) -> list[Path]:
     finished = (sweep_dir / LEADERBOARD_FILE).is_file()
     frame = build_leaderboard(sweep_dir, finished=finished)
     best_dir = sweep_dir / BEST_DIR
-    metrics = best_dir / "metrics.json"
+    metrics = best_dir / METRICS_FILE
     finalists = []
     if metrics.is_file():
         with contextlib.suppress(ValueError, OSError):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.cli.parser import OVERRIDES, build_parser
+from search.outputs.layout import LEADERBOARD_FILE, REPORT_FILE
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def _report(result: SweepResult) -> int:
         print(
             f"load it with: from search import load_model; model = load_model('{result.best_dir}')"
         )
-    report = result.sweep_dir / "report.md"
+    report = result.sweep_dir / REPORT_FILE
     if report.is_file():
         print(f"report: {report} (plots in {result.sweep_dir / 'plots'})")
     if result.interrupted:
@@ -139,46 +140,15 @@ def weights_fetch(args: argparse.Namespace) -> int:
 
 
 def leaderboard(args: argparse.Namespace) -> int:
-    from search.outputs.leaderboard import (
-        LOWER_IS_BETTER,
-        STATUSES,
-        build_leaderboard,
-        open_sweep,
-        pareto_mask,
-        render,
-    )
+    from search.outputs.leaderboard import build_leaderboard, open_sweep, render, select
 
     sweep_dir = _sweep(args.sweep)
     space = open_sweep(sweep_dir)
-    finished = (sweep_dir / "leaderboard.csv").is_file()
+    finished = (sweep_dir / LEADERBOARD_FILE).is_file()
     frame = build_leaderboard(sweep_dir, finished=finished)
-    if args.status:
-        wanted = [s.strip() for s in args.status.split(",") if s.strip()]
-        unknown = [s for s in wanted if s not in STATUSES]
-        if unknown:
-            raise UserError(
-                f"--status {','.join(unknown)}: not a trial status; use one or more of "
-                f"{', '.join(STATUSES)}, comma-separated"
-            )
-        frame = frame[frame["status"].isin(wanted)]
-    if args.pareto:
-        if "latency_ms" not in frame:
-            raise UserError(
-                "--pareto needs the latency_ms column, which trials report from their first "
-                "epoch on; none has yet",
-                str(sweep_dir),
-            )
-        frame = frame[pareto_mask(frame, space.trial.metric, space.trial.mode)]
-    if args.sort:
-        if args.sort not in frame:
-            raise UserError(
-                f"--sort {args.sort}: no such column; columns: {', '.join(frame.columns)}"
-            )
-        ascending = args.sort.endswith("_loss") or args.sort in LOWER_IS_BETTER
-        frame = frame.sort_values(args.sort, ascending=ascending, na_position="last")
-    if args.top:
-        frame = frame.head(args.top)
-    print(render(frame, args.format))
+    statuses = [s.strip() for s in args.status.split(",") if s.strip()] if args.status else None
+    frame = select(frame, space, statuses=statuses, pareto=args.pareto, sort=args.sort)
+    print(render(frame.head(args.top) if args.top else frame, args.format))
     return 0
 
 

@@ -21,8 +21,7 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from search.outputs.ray_files import error_line
-from search.outputs.status import clock_time, short_value
-from search.outputs.text import duration
+from search.outputs.text import clock_time, duration, short_value
 from search.space.expect import asha_epochs
 from trainables.hparams import EPOCH
 

@@ -18,12 +18,12 @@ from typing import Any
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 
+from search.outputs.layout import MLFLOW_FILE
 from search.outputs.storage import is_uri, tune_dir
 from search.space.loader import Space
 from trainables.errors import UserError
 from trainables.hparams import EPOCH
 
-MLFLOW_FILE = "mlflow.json"  # in RESULTS/NAME: where `resume` logs again
 # Values in every result that say nothing about the trial's quality.
 NOT_METRICS = {
     "done",

@@ -27,7 +27,17 @@ from search.model.export import (
     load_model,
     test_set,
 )
-from search.outputs.layout import FINALISTS_FILE, SPACE_FILE, SPLIT_FILE
+from search.outputs.layout import (
+    CONFUSION_FILE,
+    CONFUSION_PLOT,
+    EVALUATION_DIR,
+    FINALISTS_FILE,
+    METRICS_FILE,
+    PER_CLASS_FILE,
+    PREDICTIONS_FILE,
+    SPACE_FILE,
+    SPLIT_FILE,
+)
 from search.outputs.leaderboard import read_finalists
 from search.outputs.storage import local_checkpoint
 from search.space.loader import Space, load_space
@@ -188,17 +198,15 @@ def evaluate_model(
             "probability": probabilities.max(dim=1).values.numpy().round(6),
         }
     )
-    out = Path(out_dir) if out_dir is not None else Path(model_dir) / "evaluation"
+    out = Path(out_dir) if out_dir is not None else Path(model_dir) / EVALUATION_DIR
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    per_class.to_csv(out / "per_class.csv", index=False)
-    confusion.to_csv(out / "confusion_matrix.csv")
-    predictions.to_csv(out / "predictions.csv", index=False)
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    per_class.to_csv(out / PER_CLASS_FILE, index=False)
+    confusion.to_csv(out / CONFUSION_FILE)
+    predictions.to_csv(out / PREDICTIONS_FILE, index=False)
     from search.outputs.plots import plot_confusion
 
-    plot_confusion(
-        confusion, out / "confusion_matrix.png", title=f"{Path(model_dir).name} on {where}"
-    )
+    plot_confusion(confusion, out / CONFUSION_PLOT, title=f"{Path(model_dir).name} on {where}")
     return Evaluation(metrics, per_class, confusion, predictions, out)
 
 

@@ -15,8 +15,9 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from search.outputs.layout import SPLIT_FILE
+from search.outputs.layout import METRICS_FILE, MODEL_FILE, SPLIT_FILE, WEIGHTS_FILE
 from search.outputs.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
+from search.outputs.ray_files import trial_config
 from search.outputs.storage import local_checkpoint
 from search.space.loader import Space
 from trainables.augment import MEAN, STD
@@ -29,9 +30,6 @@ from trainables.models import Classifier, inference_network
 from trainables.weights import inference_weights
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-MODEL_FILE = "model.json"
-METRICS_FILE = "metrics.json"
 
 ImageLike = Image.Image | torch.Tensor | str | Path
 
@@ -83,7 +81,7 @@ def export_trial(
         "normalization": {"mean": list(MEAN), "std": list(STD)},
         "trial_id": str(row["trial_id"]),
         "epoch": meta["epoch"],
-        "config": space.resolve(json.loads((checkpoint.parent / "params.json").read_text())),
+        "config": space.resolve(trial_config(checkpoint.parent)),
         "metrics": meta,
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
     }
@@ -110,7 +108,7 @@ def checkpoint_network(
     """The network of a trial's checkpoint (CPU, eval mode), its hyperparameters and metrics."""
     state = load_state(checkpoint)
     meta = json.loads((checkpoint / META_FILE).read_text())
-    config = json.loads((checkpoint.parent / "params.json").read_text())
+    config = trial_config(checkpoint.parent)
     hparams = HParams.from_mapping(space.hparams(config))
     network = inference_network(hparams.group(MODEL), num_classes, space.data.image_size)
     network.load_state_dict(inference_weights(state))

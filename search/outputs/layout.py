@@ -1,11 +1,41 @@
-"""The names inside a results folder, RESULTS/NAME/ (docs/SPEC.md), in one light module.
+"""Every name in a results folder, RESULTS/NAME/ (docs/SPEC.md), and the trial
+statuses of its leaderboard: defined here once.
 
-Commands that only read a results folder (leaderboard, status, plot) import
-these without importing Ray.
+Ray's own files under tune/ are named in ray_files.py, the one module that
+reads them. Commands that only read a results folder (leaderboard, status,
+plot) import these without importing Ray.
 """
 
 SPACE_FILE = "space.yaml"
 SPLIT_FILE = "split.csv"
-TUNE_DIR = "tune"
+TUNE_DIR = "tune"  # Ray Tune's experiment (ray_files.py)
 LEADERBOARD_FILE = "leaderboard.csv"
 FINALISTS_FILE = "finalists.json"
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+BEST_DIR = "best"  # the best trial, exported
+STORAGE_FILE = "storage.json"  # where Ray's experiment is, with --storage
+MLFLOW_FILE = "mlflow.json"  # the MLflow URI the sweep logs to (resume logs there again)
+
+# An exported model folder (best/, or `ftsweep export --out`).
+WEIGHTS_FILE = "model.safetensors"
+MODEL_FILE = "model.json"
+METRICS_FILE = "metrics.json"
+MODEL_CARD_FILES = (WEIGHTS_FILE, MODEL_FILE, METRICS_FILE)
+
+# `ftsweep evaluate`'s folder (MODEL/evaluation by default).
+EVALUATION_DIR = "evaluation"
+PER_CLASS_FILE = "per_class.csv"
+CONFUSION_FILE = "confusion_matrix.csv"
+CONFUSION_PLOT = "confusion_matrix.png"
+PREDICTIONS_FILE = "predictions.csv"
+
+# A trial's status in the leaderboard.
+COMPLETED = "completed"
+STOPPED_EARLY = "stopped_early"
+ERRORED = "errored"
+RUNNING = "running"
+PENDING = "pending"
+STATUSES = (COMPLETED, STOPPED_EARLY, ERRORED, RUNNING, PENDING)
+
+__all__ = [n for n in dir() if n.isupper()]

@@ -8,7 +8,16 @@ from typing import Any
 
 import pandas as pd
 
-from search.outputs.layout import FINALISTS_FILE, SPACE_FILE
+from search.outputs.layout import (
+    COMPLETED,
+    ERRORED,
+    FINALISTS_FILE,
+    PENDING,
+    RUNNING,
+    SPACE_FILE,
+    STATUSES,
+    STOPPED_EARLY,
+)
 from search.outputs.ray_files import (
     TrialRecord,
     best_checkpoint,
@@ -21,7 +30,6 @@ from search.space.params import walk
 from trainables import hparams as hp
 from trainables.errors import UserError
 
-STATUSES = ("completed", "stopped_early", "errored", "running", "pending")
 # Columns where lower is better (the rest rank high-first).
 LOWER_IS_BETTER = (
     "rank",
@@ -204,7 +212,7 @@ def _row(
         row["ended_at"] = float(history["timestamp"].iloc[-1]) if "timestamp" in history else None
     # Up to trial.max_failures of them, Ray restarts the trial from its last checkpoint.
     row["failures"] = failures if failures is not None else record.failures
-    row["error"] = record.error if row["status"] == "errored" else None
+    row["error"] = record.error if row["status"] == ERRORED else None
     row["checkpoint"] = best_checkpoint(record.path, metric, mode)
     return row
 
@@ -213,17 +221,54 @@ def _status(
     space: Space, record: TrialRecord, results: list[dict], ray_status: str | None, finished: bool
 ) -> str:
     if ray_status == "ERROR":
-        return "errored"
+        return ERRORED
     if results and results[-1].get(hp.EPOCH, 0) >= space.trial.max_epochs:
-        return "completed"  # perhaps after failures it was retried from
+        return COMPLETED  # perhaps after failures it was retried from
     if ray_status is None and record.error and finished:
-        return "errored"
+        return ERRORED
     if ray_status == "TERMINATED":  # ended short of max_epochs: ASHA or the time budget
-        return "stopped_early"
+        return STOPPED_EARLY
     if ray_status in ("RUNNING", "PAUSED"):
-        return "running"
+        return RUNNING
     if ray_status == "PENDING":
-        return "pending"
+        return PENDING
     if finished:
-        return "stopped_early" if results else "errored"
-    return "running" if results else "pending"
+        return STOPPED_EARLY if results else "errored"
+    return RUNNING if results else "pending"
+
+
+def select(
+    frame: pd.DataFrame,
+    space: Space,
+    *,
+    statuses: list[str] | None = None,
+    pareto: bool = False,
+    sort: str | None = None,
+) -> pd.DataFrame:
+    """The rows of a leaderboard with these statuses, on the metric/latency Pareto
+    front, sorted by another column (each optional; ``ftsweep leaderboard``'s flags).
+
+    Raises:
+        UserError: an unknown status or column, or no latency to draw a front from.
+    """
+    if statuses:
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown:
+            raise UserError(
+                f"--status {','.join(unknown)}: not a trial status; use one or more of "
+                f"{', '.join(STATUSES)}, comma-separated"
+            )
+        frame = frame[frame["status"].isin(statuses)]
+    if pareto:
+        if "latency_ms" not in frame:
+            raise UserError(
+                "--pareto needs the latency_ms column, which trials report from their first "
+                "epoch on; none has yet"
+            )
+        frame = frame[pareto_mask(frame, space.trial.metric, space.trial.mode)]
+    if sort:
+        if sort not in frame:
+            raise UserError(f"--sort {sort}: no such column; columns: {', '.join(frame.columns)}")
+        ascending = sort.endswith("_loss") or sort in LOWER_IS_BETTER
+        frame = frame.sort_values(sort, ascending=ascending, na_position="last")
+    return frame

@@ -17,6 +17,16 @@ from typing import Any
 
 import matplotlib
 
+from search.outputs.layout import (
+    COMPLETED,
+    ERRORED,
+    PENDING,
+    PLOTS_DIR,
+    RUNNING,
+    STATUSES,
+    STOPPED_EARLY,
+)
+
 matplotlib.use("Agg")  # files only; never a window (import before pyplot)
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -32,7 +42,6 @@ from trainables import hparams as hp  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-PLOTS_DIR = "plots"
 UNUSED = -0.12  # where parallel coordinates put a parameter a trial's options did not use
 SIZE = (9.0, 5.5)  # inches; at DPI, 1080 x 660 pixels
 DPI = 120
@@ -45,19 +54,13 @@ PLOTS = (
 )
 # status -> colour, line style, marker at a curve's last epoch
 STATUS_STYLE: dict[str, tuple[str, Any, str]] = {
-    "completed": ("#1b7837", "-", "o"),
-    "stopped_early": ("#e08214", "--", "x"),
-    "errored": ("#c51b1b", ":", "v"),
-    "running": ("#2166ac", "-", ">"),
-    "pending": ("#888888", ":", "."),
+    COMPLETED: ("#1b7837", "-", "o"),
+    STOPPED_EARLY: ("#e08214", "--", "x"),
+    ERRORED: ("#c51b1b", ":", "v"),
+    RUNNING: ("#2166ac", "-", ">"),
+    PENDING: ("#888888", ":", "."),
 }
-STATUS_LABEL = {
-    "completed": "completed",
-    "stopped_early": "stopped early (ASHA)",
-    "errored": "errored",
-    "running": "running",
-    "pending": "pending",
-}
+STATUS_LABEL = {s: s.replace("_", " ") for s in STATUSES} | {STOPPED_EARLY: "stopped early (ASHA)"}
 
 
 #: What the importance plot draws: (importance by column, trials used) for a
@@ -133,7 +136,7 @@ def _history(frame: pd.DataFrame, space: Space) -> Figure:
     t0 = frame["started_at"].min()
     elapsed, unit = _time_axis(done["ended_at"] - t0)
     for status, group in done.assign(_t=elapsed).groupby("status"):
-        colour, _, marker = STATUS_STYLE.get(str(status), STATUS_STYLE["pending"])
+        colour, _, marker = STATUS_STYLE.get(str(status), STATUS_STYLE[PENDING])
         axes.scatter(
             group["_t"], group[key], color=colour, marker=marker, s=36, zorder=3,
             label=STATUS_LABEL.get(str(status), str(status)),
@@ -229,7 +232,7 @@ def _curves(frame: pd.DataFrame, space: Space, curves: dict[str, list[dict[str, 
         if not points:
             continue
         epochs, values = zip(*points, strict=True)
-        colour, style, marker = STATUS_STYLE.get(status, STATUS_STYLE["pending"])
+        colour, style, marker = STATUS_STYLE.get(status, STATUS_STYLE[PENDING])
         axes.plot(epochs, values, color=colour, linestyle=style, alpha=0.75, linewidth=1.3)
         axes.plot(epochs[-1], values[-1], color=colour, marker=marker, markersize=7)
         drawn += 1

@@ -308,7 +308,7 @@ def read_trials(sweep_dir: Path) -> list[TrialRecord]:
     for path in sorted(tune_dir(sweep_dir).glob("trial_*")):
         if not path.is_dir():
             continue
-        config = read_json(path / "params.json") or {}
+        config = trial_config(path)
         results = _read_results(path / "result.json")
         error_file = path / "error.txt"
         error, failures = None, 0
@@ -375,3 +375,8 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
         # from the last saved checkpoint; the later report is the one kept.
         by_epoch[result.get(hp.EPOCH, len(by_epoch))] = result
     return [by_epoch[k] for k in sorted(by_epoch, key=lambda e: (e is None, e))]
+
+
+def trial_config(trial_dir: Path) -> dict[str, Any]:
+    """The configuration Ray gave a trial (its params.json); empty when unreadable."""
+    return read_json(trial_dir / "params.json") or {}

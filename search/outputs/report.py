@@ -10,15 +10,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from search.outputs.layout import LEADERBOARD_FILE, SPLIT_FILE
-from search.outputs.leaderboard import STATUSES, render
+from search.outputs.layout import LEADERBOARD_FILE, REPORT_FILE, SPLIT_FILE, STATUSES
+from search.outputs.leaderboard import render
 from search.outputs.plots import PLOTS, PLOTS_DIR
 from search.outputs.text import duration
 from search.space.loader import Space
 from trainables.data import classes_of, read_split
 from trainables.scan import SCAN_FILE
 
-REPORT_FILE = "report.md"
 TOP = 10
 PLOT_TITLES = {
     "optimization_history": "Optimization history",

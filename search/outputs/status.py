@@ -10,7 +10,7 @@ from typing import TextIO
 
 import pandas as pd
 
-from search.outputs.layout import LEADERBOARD_FILE
+from search.outputs.layout import LEADERBOARD_FILE, STATUSES
 from search.outputs.leaderboard import build_leaderboard, open_sweep
 from search.outputs.ray_files import ray_statuses
 from search.outputs.storage import tune_dir
@@ -18,7 +18,6 @@ from search.outputs.text import clock_time, duration, short_value
 from search.space.params import walk
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, clear: a terminal shows one view at a time
-STATUSES = ("completed", "stopped_early", "running", "pending", "errored")
 
 
 def describe_status(sweep_dir: Path) -> list[str]:

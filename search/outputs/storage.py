@@ -25,12 +25,11 @@ from pathlib import Path
 
 import pyarrow.fs
 
-from search.outputs.layout import TUNE_DIR
+from search.outputs.layout import STORAGE_FILE, TUNE_DIR
 from trainables.errors import UserError
 
 log = logging.getLogger(__name__)
 
-STORAGE_FILE = "storage.json"
 HERE = "."  # storage.json of a folder that is itself the shared storage
 CHECKPOINT_STATE = "state.pt"  # the large file of a checkpoint: fetched only when needed
 _NOT_COPIED = frozenset({TUNE_DIR, "cache", STORAGE_FILE})
