@@ -256,7 +256,7 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
     Each output is written as soon as it is known, so a failure in a later
     step (a plot, say) never costs an earlier one.
     """
-    from search.model.evaluate import test_finalists
+    from search.model.finalists import test_finalists
 
     space = load_space(sweep_dir / SPACE_FILE)
     frame = build_leaderboard(sweep_dir, finished=not interrupted)

@@ -130,7 +130,13 @@ def fit_trial(
 def train(
     hparams: HParams, setup: TrialSetup, *, report: Report, state: dict | None = None
 ) -> None:
-    """Fine-tunes one configuration for ``setup.max_epochs`` epochs (or until stopped)."""
+    """Fine-tunes one configuration for ``setup.max_epochs`` epochs (or until stopped).
+
+    Long: the trainable's whole rhythm in one function, as STYLE.md asks
+    (torchtune's recipes, nanoGPT's train.py): build the data, model,
+    optimizer, schedule and regularisation from their groups of ``hparams``;
+    resume from ``state``; then per epoch train, evaluate, checkpoint, report.
+    """
     torch.set_num_threads(max(1, int(setup.cpus)))
     _seed_everything(setup.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -167,18 +173,11 @@ def train(
     )
     ema = WeightEMA(model, hparams.ema) if hparams.ema > 0 else None
 
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    parts |= {"scaler": scaler, "ema": ema}  # None when off
     epoch, train_seconds, started_at = 0, 0.0, time.time()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema"):
-            ema.load_state_dict(state["ema"])
-        epoch, train_seconds = state["epoch"], state["train_seconds"]
-        started_at = state["started_at"]
-        _set_rng_state(state["rng"])
+    if state is not None:  # a resumed trial: every part as its checkpoint left it
+        epoch, train_seconds, started_at = _restore(state, parts)
 
     num_params = sum(p.numel() for p in model.parameters())
     # Measured in every (re)start of the trial, on the device it trains on, so
@@ -241,17 +240,26 @@ def train(
             save_state(
                 Path(directory),
                 metrics,
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict() if scaler is not None else None,
-                ema=ema.state_dict() if ema is not None else None,
+                **{
+                    name: None if part is None else part.state_dict()
+                    for name, part in parts.items()
+                },
                 epoch=epoch,
                 train_seconds=train_seconds,
                 started_at=started_at,
                 rng=_rng_state(),
             )
             report(metrics, Path(directory))
+
+
+def _restore(state: dict[str, Any], parts: dict[str, Any]) -> tuple[int, float, float]:
+    """Loads a checkpoint's state into the trial's parts (None: off); returns
+    (epochs done, training seconds so far, when the trial first started)."""
+    for name, part in parts.items():
+        if part is not None and state.get(name):
+            part.load_state_dict(state[name])
+    _set_rng_state(state["rng"])
+    return state["epoch"], state["train_seconds"], state["started_at"]
 
 
 def save_state(directory: Path, metrics: dict[str, Any], **state: Any) -> None:

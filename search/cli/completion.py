@@ -54,6 +54,7 @@ def _takes_value(action: argparse.Action) -> bool:
 
 
 def _bash(parser: argparse.ArgumentParser) -> str:
+    """The bash script. Long: most of it is the script's text, kept whole to read as bash."""
     commands = _commands(parser)
     top = " ".join(name for name in commands if " " not in name)
     cases = []

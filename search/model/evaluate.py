@@ -1,4 +1,4 @@
-"""Using trained models: the finalists' test scores, `evaluate` and `predict`."""
+"""Using a trained model: `evaluate` on labelled images, `predict` on any."""
 
 from __future__ import annotations
 
@@ -22,28 +22,22 @@ from sklearn.metrics import (
 
 from search.model.export import (
     FineTunedModel,
-    checkpoint_network,
     default_device,
     load_model,
-    test_set,
 )
 from search.outputs.layout import (
     CONFUSION_FILE,
     CONFUSION_PLOT,
     EVALUATION_DIR,
-    FINALISTS_FILE,
     METRICS_FILE,
     PER_CLASS_FILE,
     PREDICTIONS_FILE,
     SPACE_FILE,
     SPLIT_FILE,
 )
-from search.outputs.leaderboard import read_finalists
-from search.outputs.storage import local_checkpoint
-from search.space.loader import Space, load_space
+from search.space.loader import load_space
 from trainables.data import classes_of, decode_split, read_split
 from trainables.errors import UserError
-from trainables.loop import evaluate
 from trainables.scan import IMAGE_EXTENSIONS, scan_class_folders
 
 log = logging.getLogger(__name__)
@@ -52,70 +46,6 @@ SHOWN_CLASSES = 30  # a confusion matrix wider than this is only saved, not prin
 
 
 # --- the finalists: the sweep's top trials on its test split -------------------------
-
-
-def test_finalists(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[dict[str, Any]]:
-    """Evaluates the top ``search.finalists`` trials on the test split.
-
-    The pick stays the one made on validation; the test scores say how far to
-    trust it. Results go to finalists.json (read by the leaderboard); a trial
-    whose best checkpoint was already tested (an earlier end of this sweep) is
-    not tested again.
-
-    Returns:
-        One entry per finalist: rank, trial id, epoch, validation and test metrics.
-    """
-    split = read_split(sweep_dir / SPLIT_FILE)
-    key = f"best_{space.trial.metric}"
-    if not space.search.finalists or not (split["split"] == "test").any() or key not in frame:
-        return []
-    top = frame[frame[key].notna() & frame["checkpoint"].notna()].head(space.search.finalists)
-    if top.empty:
-        return []
-    known = read_finalists(sweep_dir)
-    test: tuple[torch.Tensor, torch.Tensor] | None = None
-    tested: dict[str, dict[str, Any]] = {}
-    for row in top.to_dict("records"):
-        trial_id, checkpoint = str(row["trial_id"]), str(row["checkpoint"])
-        if known.get(trial_id, {}).get("checkpoint") == checkpoint:
-            tested[trial_id] = known[trial_id]
-            continue
-        if test is None:  # decoded once, for the first finalist not tested before
-            test = test_set(split, space)
-        try:
-            local = local_checkpoint(sweep_dir, Path(checkpoint))
-            network, _, meta = checkpoint_network(space, local, len(classes_of(split)))
-        except Exception as error:  # a damaged checkpoint costs its finalist, not the sweep
-            log.warning(
-                "finalist %s not tested: %s cannot be read (%s)", trial_id, checkpoint, error
-            )
-            continue
-        device = default_device()
-        scores = evaluate(network.to(device), *test, device)
-        tested[trial_id] = {"checkpoint": checkpoint, "epoch": meta["epoch"], "test": scores}
-        log.info(
-            "finalist %s: test accuracy %.4f (val %.4f)",
-            trial_id,
-            scores["accuracy"],
-            meta.get("val_accuracy", float("nan")),
-        )
-    staging = sweep_dir / f".{FINALISTS_FILE}.partial"
-    staging.write_text(json.dumps(tested, indent=2) + "\n")
-    os.replace(staging, sweep_dir / FINALISTS_FILE)
-    return [
-        {
-            "rank": int(row["rank"]),
-            "trial_id": str(row["trial_id"]),
-            "epoch": tested[str(row["trial_id"])]["epoch"],
-            "val": {
-                m.removeprefix("best_val_"): row[m]
-                for m in row
-                if m.startswith("best_val_") and pd.notna(row[m])
-            },
-            "test": tested[str(row["trial_id"])]["test"],
-        }
-        for row in top.to_dict("records")
-    ]
 
 
 # --- ftsweep evaluate MODEL_DIR DATA ---------------------------------------------------
@@ -171,21 +101,7 @@ def evaluate_model(
     per_class = pd.DataFrame(
         {"class": names, "precision": precision, "recall": recall, "f1": f1, "support": support}
     )
-    metrics: dict[str, Any] = {
-        "data": where,
-        "images": len(y_true),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "loss": float(
-            torch.nn.functional.nll_loss(
-                probabilities.clamp_min(1e-12).log(), torch.from_numpy(y_true)
-            )
-        ),
-    }
-    for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=present, average=average, zero_division=0
-        )
-        metrics[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    metrics = _scores(y_true, y_pred, probabilities, present, where)
     metrics["per_class"] = per_class.set_index("class").to_dict("index")
     matrix = confusion_matrix(y_true, y_pred, labels=present)
     confusion = pd.DataFrame(matrix, index=names, columns=names)
@@ -204,10 +120,32 @@ def evaluate_model(
     per_class.to_csv(out / PER_CLASS_FILE, index=False)
     confusion.to_csv(out / CONFUSION_FILE)
     predictions.to_csv(out / PREDICTIONS_FILE, index=False)
-    from search.outputs.plots import plot_confusion
+    from search.outputs.confusion import plot_confusion
 
     plot_confusion(confusion, out / CONFUSION_PLOT, title=f"{Path(model_dir).name} on {where}")
     return Evaluation(metrics, per_class, confusion, predictions, out)
+
+
+def _scores(
+    y_true: np.ndarray, y_pred: np.ndarray, probabilities: torch.Tensor, present: list, where: str
+) -> dict[str, Any]:
+    """Accuracy, loss, and macro- and weighted-averaged precision, recall and F1."""
+    metrics: dict[str, Any] = {
+        "data": where,
+        "images": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "loss": float(
+            torch.nn.functional.nll_loss(
+                probabilities.clamp_min(1e-12).log(), torch.from_numpy(y_true)
+            )
+        ),
+    }
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=present, average=average, zero_division=0
+        )
+        metrics[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    return metrics
 
 
 def describe_evaluation(result: Evaluation) -> list[str]:

@@ -1,4 +1,7 @@
-"""The sweep's plots (RESULTS/NAME/plots/*.png) and evaluate's confusion matrix.
+"""The sweep's plots (RESULTS/NAME/plots/*.png).
+
+Long: the five plots share their helpers, styles and error handling; one
+screen each.
 
 Each plot is drawn from the results folder alone (the leaderboard and the
 trials' result.json files), so `ftsweep plot` redraws them at any time, also
@@ -95,32 +98,9 @@ def plot_sweep(
             figure, axes = _figure(f"{name.replace('_', ' ')} ({space.name})")
             figure = _empty(figure, axes, f"could not be drawn: {type(exc).__name__}: {exc}")
         path = out / f"{name}.png"
-        _save(figure, path)
+        save_figure(figure, path)
         paths.append(path)
     return paths
-
-
-def plot_confusion(confusion: pd.DataFrame, path: Path, *, title: str) -> None:
-    """A confusion matrix as a heat map, counts written in the cells (up to 30 classes)."""
-    n = len(confusion)
-    side = min(14.0, max(5.0, 0.45 * n + 3))
-    figure, axes = plt.subplots(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
-    matrix = confusion.to_numpy()
-    image = axes.imshow(matrix, cmap="Blues")
-    figure.colorbar(image, ax=axes, label="images", shrink=0.8)
-    axes.set_xticks(range(n), [str(c) for c in confusion.columns], rotation=90 if n > 10 else 0)
-    axes.set_yticks(range(n), [str(c) for c in confusion.index])
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    accuracy = np.trace(matrix) / max(1, matrix.sum())
-    axes.set_title(f"Confusion matrix: {title}\naccuracy {accuracy:.3f}, {matrix.sum()} images")
-    if n <= 30:
-        threshold = matrix.max() / 2 if matrix.size else 0
-        for (i, j), count in np.ndenumerate(matrix):
-            if count:
-                colour = "white" if count > threshold else "black"
-                axes.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=8)
-    _save(figure, path)
 
 
 # --- the five sweep plots ----------------------------------------------------------------
@@ -390,7 +370,7 @@ def _empty(figure: Figure, axes: Any, reason: str) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path: Path) -> None:
+def save_figure(figure: Figure, path: Path) -> None:
     # Fixed size (no bbox_inches="tight"), so every plot has the same pixels.
     staging = path.with_name(f".{path.name}.partial")
     figure.savefig(staging, dpi=DPI, format="png")

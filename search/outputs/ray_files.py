@@ -1,5 +1,8 @@
 """Every read or edit of Ray Tune's saved files, in one module.
 
+Long: one module on purpose, so that a Ray release that changes its files
+changes this file only.
+
 Ray writes an experiment into RESULTS/NAME/tune/ (docs/SPEC.md): per trial a
 folder trial_ID with params.json (the config), result.json (one JSON line per
 report), error.txt (tracebacks, "Failure # N" per restart) and checkpoint_N/

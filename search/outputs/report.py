@@ -37,7 +37,11 @@ def write_report(
     best_dir: Path | None = None,
     interrupted: bool = False,
 ) -> Path:
-    """Writes report.md next to the leaderboard; returns its path."""
+    """Writes report.md next to the leaderboard; returns its path.
+
+    Long: the report's sections in the order a reader meets them; each is a
+    few lines of markdown, so one screen shows the whole document's shape.
+    """
     metric = space.trial.metric
     key = f"best_{metric}"
     lines = [f"# Sweep `{space.name}`", ""]

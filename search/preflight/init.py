@@ -38,7 +38,10 @@ TIERS = ((2_000, SMALL), (50_000, MEDIUM), (None, LARGE))  # by training images,
 
 
 def starter_space(data: Path, name: str | None = None) -> str:
-    """The YAML text of a space for the ImageFolder ``data``, with comments saying why."""
+    """The YAML text of a space for the ImageFolder ``data``, with comments saying why.
+
+    Long: most of it is the commented YAML template itself, read top to bottom.
+    """
     split = build_split(str(data), None, val_fraction=0.15, test_fraction=0.15, seed=0)
     frame = split.frame
     train = frame[frame["split"] == "train"]
