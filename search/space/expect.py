@@ -1,3 +1,11 @@
+"""What a space's ASHA settings imply: the epochs a trial is expected to train.
+
+Shared by validate's estimates and the progress view's time left.
+"""
+
+from __future__ import annotations
+
+
 def asha_epochs(
     max_epochs: int, grace_period: int | None, reduction_factor: float, reached: int = 0
 ) -> float:
