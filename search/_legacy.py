@@ -19,6 +19,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import types
+from collections.abc import Sequence
 
 # old module -> {name: module it lives in now}
 MOVED: dict[str, dict[str, str]] = {
@@ -39,7 +40,12 @@ MOVED: dict[str, dict[str, str]] = {
 
 
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+    def find_spec(
+        self,
+        name: str,
+        path: Sequence[str] | None = None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
         if name not in MOVED:
             return None
         return importlib.machinery.ModuleSpec(name, self, origin=f"moved ({__name__})")

@@ -173,7 +173,7 @@ def train(
     )
     ema = WeightEMA(model, hparams.ema) if hparams.ema > 0 else None
 
-    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    parts: dict[str, Any] = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     parts |= {"scaler": scaler, "ema": ema}  # None when off
     epoch, train_seconds, started_at = 0, 0.0, time.time()
     if state is not None:  # a resumed trial: every part as its checkpoint left it

@@ -54,6 +54,7 @@ class ResumableASHA(ASHAScheduler):
 
     def replay(self, experiment_dir: str | Path, fs: pyarrow.fs.FileSystem | None = None) -> int:
         """Records every stored result in its bracket's rungs; returns how many."""
+        assert self._metric is not None  # set by the Tuner before any trial is added
         results = stored_results(
             str(experiment_dir), fs or pyarrow.fs.LocalFileSystem(), self._metric, self._time_attr
         )
