@@ -12,7 +12,7 @@ from search.cli import main
 from search.engine import probe
 from trainables.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_everything_ftsweep_relies_on_is_there():

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import MINIMAL, ftsweep
+
+from tests.conftest import MINIMAL, ftsweep
 
 pytestmark = pytest.mark.slow
 

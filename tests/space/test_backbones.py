@@ -14,7 +14,7 @@ from search.preflight.weights import fetch, pretrained
 from search.space.loader import load_space
 from trainables.backbones import stage_count, stage_table
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "backbones.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "backbones.md"
 
 MANY = """
 name: many

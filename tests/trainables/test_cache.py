@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 import trainables.data as data_module
-from tests.test_data import draw_folder
+from tests.trainables.test_data import draw_folder
 from trainables import augment as aug
 from trainables.batches import CachedImages, StreamedImages, open_splits
 from trainables.cache import CacheFile, ensure_cache, open_cache, parse_budget, plan_cache

@@ -14,7 +14,7 @@ import pytest
 
 from search.cli import main
 from tests.conftest import MINIMAL, ftsweep, reported_epochs, start_ftsweep, stop_group
-from tests.test_progress import read_events
+from tests.engine.test_progress import read_events
 from trainables.errors import UserError
 
 

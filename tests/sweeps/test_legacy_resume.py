@@ -19,7 +19,7 @@ from tests.conftest import ftsweep
 
 pytestmark = pytest.mark.slow
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy-sweep"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy-sweep"
 
 
 def test_old_layout_sweep_resumes_to_completion(tmp_path):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ftsweep, start_ftsweep, stop_group
+
+from tests.conftest import ftsweep, start_ftsweep, stop_group
 
 pytestmark = pytest.mark.slow
 
