@@ -72,16 +72,20 @@ def build_optimizer(
     groups = param_groups(
         model, lr, backbone_lr_mult, weight_decay, unfrozen_lr_mult if unfreezes else None
     )
-    on_cuda = any(p.is_cuda for g in groups for p in g["params"])
+    # PyTorch's fused kernels run on CUDA and, since 2.4, on the CPU: one pass
+    # over all parameters instead of a Python loop per tensor (AdamW on the CPU
+    # 10x faster a step for resnet18, benchmarks/results/).
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = (devices <= {"cuda", "cpu"} and bool(devices)) or None
     if optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, fused=on_cuda or None)
+        return torch.optim.AdamW(groups, lr=lr, fused=fused)
     if optimizer == "sgd":
         return torch.optim.SGD(
             groups,
             lr=lr,
             momentum=momentum,
             nesterov=nesterov and momentum > 0,
-            fused=on_cuda or None,
+            fused=fused,
         )
     raise ValueError(f"unknown optimizer {optimizer!r}")
 
