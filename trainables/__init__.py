@@ -1,19 +1,31 @@
-"""The shared fine-tuning trainable: data, models, optimizers, the training loop."""
+"""The shared fine-tuning trainable: data, models, optimizers, the training loop.
 
-from trainables.backbones import supported_backbones
-from trainables.errors import UserError
-from trainables.finetune import TrialSetup, train, tune_trainable
-from trainables.hparams import HPARAMS, METRICS, HParams
-from trainables.models import build_model
+Names are imported on first use, so that ``trainables.errors`` or
+``trainables.hparams`` (what a command reading a results folder needs) do not
+import torch, torchvision and Ray with them.
+"""
 
-__all__ = [
-    "HPARAMS",
-    "METRICS",
-    "HParams",
-    "TrialSetup",
-    "UserError",
-    "build_model",
-    "supported_backbones",
-    "train",
-    "tune_trainable",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "HPARAMS": "trainables.hparams",
+    "METRICS": "trainables.hparams",
+    "HParams": "trainables.hparams",
+    "TrialSetup": "trainables.finetune",
+    "UserError": "trainables.errors",
+    "build_model": "trainables.models",
+    "supported_backbones": "trainables.backbones",
+    "train": "trainables.finetune",
+    "tune_trainable": "trainables.finetune",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'trainables' has no attribute {name!r}")

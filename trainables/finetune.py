@@ -28,6 +28,7 @@ from trainables import hparams as hp
 from trainables.augment import build_regularisation
 from trainables.batches import open_splits
 from trainables.cache import CacheFile
+from trainables.checkpoint_files import META_FILE, STATE_FILE
 from trainables.data import parse_split, read_split
 from trainables.faults import (
     TrialOutOfMemoryError,
@@ -42,8 +43,6 @@ from trainables.optim import WeightEMA, build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
 
 Report = Callable[[dict[str, Any], Path], None]
 

@@ -39,8 +39,8 @@ import pyarrow.fs
 
 from search.outputs.storage import tune_dir
 from trainables import hparams as hp
+from trainables.checkpoint_files import META_FILE
 from trainables.errors import UserError
-from trainables.finetune import META_FILE
 
 log = logging.getLogger(__name__)
 

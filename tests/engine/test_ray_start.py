@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import MINIMAL, ftsweep
+from tests.conftest import FAST, ftsweep
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def ray_head(tmp_path):
 
 def test_run_on_a_head_from_ray_start(ray_head, write_space, tmp_path):
     address, temp, env = ray_head
-    minimal = MINIMAL.replace("max_epochs: 2", "max_epochs: 1")
+    minimal = FAST.replace("max_epochs: 2", "max_epochs: 1")
     space = write_space(minimal + "search: {num_samples: 2, max_concurrent: 2, finalists: 1}\n")
     # Object storage as pyarrow opens it (file:// stands in for s3:// or gs://).
     bucket = f"file://{tmp_path}/bucket"

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from search.cli import main
 from search.outputs.ray_files import error_line
 from tests.conftest import ftsweep, reported_epochs
 from trainables.faults import INJECT_ENV
@@ -23,14 +24,16 @@ trial: {max_epochs: 3, batch_size: 64, precision: fp32, max_failures: 1}
 search: {num_samples: 3, max_concurrent: 3, seed: 1, scheduler: {type: none}}
 resources: {cpus: 1}
 space:
-  backbone: mobilenet_v3_small
+  backbone: squeezenet1_1  # the fastest torchvision backbone to train on the CPU
   weights: none
   lr: {loguniform: [1.0e-3, 1.0e-2]}
 """
 
 
 @pytest.mark.slow
-def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(tmp_path, monkeypatch):
+def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(
+    tmp_path, monkeypatch, capsys
+):
     (tmp_path / "f.yaml").write_text(SPACE)
     faults = tmp_path / "faults.json"
     faults.write_text(
@@ -60,7 +63,7 @@ def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(tmp_path,
 
     assert oom["status"] == "errored" and oom["failures"] == 2  # tried, retried once
     assert epochs[f"trial_{ids[1]}"] == [1]  # its retry started from the epoch-1 checkpoint
-    assert oom["error"].startswith("out of memory (mobilenet_v3_small, batch_size 64)")
+    assert oom["error"].startswith("out of memory (squeezenet1_1, batch_size 64)")
     assert "\n" not in oom["error"]
 
     assert healthy["status"] == "completed" and healthy["failures"] == 0
@@ -78,8 +81,9 @@ def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(tmp_path,
     states = sorted(t.state.name for t in study.trials)
     assert states == sorted(["COMPLETE", "COMPLETE", optuna.trial.TrialState.FAIL.name])
 
-    status = ftsweep("status", str(sweep))
-    assert "1 errored" in status.stdout and "out of memory" in status.stdout, status.stdout
+    assert main(["status", str(sweep)]) == 0
+    status = capsys.readouterr().out
+    assert "1 errored" in status and "out of memory" in status, status
 
     # With more memory (no fault any more), --retry-errored finishes it from its checkpoint.
     monkeypatch.delenv(INJECT_ENV)
