@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/ftsweep run spaces/quickstart.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check search trainables tests benchmarks
