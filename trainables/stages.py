@@ -1,7 +1,7 @@
 """How each torchvision family's backbone splits into stages, counted from the input.
 
 The stem first, then the family's natural blocks; every parameter of the
-backbone lands in exactly one stage (tests/test_models.py checks it for every
+backbone lands in exactly one stage (tests/trainables/test_models.py checks it for every
 family), which is what ``frozen_depth`` counts.
 """
 
