@@ -144,7 +144,7 @@ else:
     HParams = make_dataclass(
         "HParams",
         [
-            (name, spec.type if name != "frozen_depth" else int | str)
+            (name, spec.type)
             if spec.default is _REQUIRED
             else (name, spec.type, field(default=spec.default))
             for name, spec in HPARAMS.items()
