@@ -34,12 +34,12 @@ from search.outputs.layout import (
     METRICS_FILE,
     SPACE_FILE,
     SPLIT_FILE,
+    STORAGE_FILE,
     TUNE_DIR,
 )
 from search.outputs.leaderboard import build_leaderboard, open_sweep
 from search.outputs.ray_files import add_trials, ray_statuses, rebase_search_state, repair_state
 from search.outputs.storage import (
-    STORAGE_FILE,
     experiment_root,
     is_uri,
     local_sweep,
