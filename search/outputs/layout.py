@@ -21,7 +21,6 @@ MLFLOW_FILE = "mlflow.json"  # the MLflow URI the sweep logs to (resume logs the
 WEIGHTS_FILE = "model.safetensors"
 MODEL_FILE = "model.json"
 METRICS_FILE = "metrics.json"
-MODEL_CARD_FILES = (WEIGHTS_FILE, MODEL_FILE, METRICS_FILE)
 
 # `ftsweep evaluate`'s folder (MODEL/evaluation by default).
 EVALUATION_DIR = "evaluation"
