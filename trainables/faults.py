@@ -22,8 +22,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 INJECT_ENV = "FTSWEEP_INJECT_FAULTS"
 FAULT_KINDS = ("transient", "oom")
 
@@ -47,6 +45,8 @@ def release_memory() -> None:
     Ray reuses a trial's worker process for the next trial; PyTorch's caching
     allocator would otherwise keep the old trial's blocks reserved.
     """
+    import torch  # here: search.engine.cluster reads INJECT_ENV without importing torch
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -69,6 +69,8 @@ def maybe_inject(trial_id: str, epoch: int) -> None:
         with fired_file.open("a") as f:  # one short append: atomic between processes
             f.write(f"{index}\n")
         if fault["error"] == "oom":
+            import torch
+
             raise torch.OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 2.00 GiB (injected by "
                 f"{INJECT_ENV} at epoch {epoch})"

@@ -7,11 +7,13 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainables.errors import UserError
 from trainables.faults import INJECT_ENV
-from trainables.finetune import TrialSetup, split_frame
+
+if TYPE_CHECKING:
+    from trainables.finetune import TrialSetup
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,8 @@ def check_cluster(setup: TrialSetup, *, shared_storage: bool) -> None:
 def _check_data_on(nodes: list[Node], setup: TrialSetup) -> list[tuple[str, str, str]]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from trainables.finetune import split_frame  # here: a node's check imports this module
 
     frame = split_frame(setup)
     paths = frame["path"].tolist()
