@@ -26,6 +26,17 @@ def write_space(tmp_path: Path):
     return write
 
 
+@pytest.fixture
+def ray_stops():
+    """For a test whose sweeps run in this process and start Ray there (as
+    `ftsweep run` does): that Ray is stopped after the test."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 MINIMAL = """
 name: t
 data: {source: digits, image_size: 16}
@@ -106,15 +117,3 @@ def saved_progress(sweep: Path) -> dict[str, tuple[str, int]]:
         return progress
     except (IndexError, KeyError, ValueError, OSError):
         return {}
-
-
-def midway(sweep: Path, max_epochs: int) -> bool:
-    """Ray's saved state has a finished trial and one running with epochs to go.
-
-    The running one is at least two epochs from its end, so that it is still
-    unfinished when a test interrupts the sweep a moment later.
-    """
-    progress = saved_progress(sweep).values()
-    finished = any(s == "TERMINATED" and e == max_epochs for s, e in progress)
-    running = any(s == "RUNNING" and 2 <= e <= max_epochs - 2 for s, e in progress)
-    return finished and running

@@ -14,7 +14,7 @@ from PIL import Image
 
 from search.cli import main
 from search.outputs.ray_files import error_line
-from tests.conftest import ftsweep, reported_epochs
+from tests.conftest import reported_epochs
 from trainables.faults import INJECT_ENV
 
 SPACE = """
@@ -32,8 +32,9 @@ space:
 
 @pytest.mark.slow
 def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, ray_stops
 ):
+    """In this process, as `ftsweep run` and `resume` run (they start Ray here)."""
     (tmp_path / "f.yaml").write_text(SPACE)
     faults = tmp_path / "faults.json"
     faults.write_text(
@@ -44,10 +45,11 @@ def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(
             ]
         )
     )
-    monkeypatch.setenv(INJECT_ENV, str(faults))
+    monkeypatch.setenv(INJECT_ENV, str(faults))  # before Ray starts: its workers inherit it
     results = tmp_path / "results"
-    run = ftsweep("run", str(tmp_path / "f.yaml"), "--results", str(results))
-    assert run.returncode == 0, run.stderr[-3000:]  # the sweep survives
+    code = main(["run", str(tmp_path / "f.yaml"), "--results", str(results)])
+    assert code == 0, capsys.readouterr().err[-3000:]  # the sweep survives
+    capsys.readouterr()
 
     sweep = results / "f"
     board = pd.read_csv(sweep / "leaderboard.csv").set_index("trial_id")
@@ -86,9 +88,8 @@ def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(
     assert "1 errored" in status and "out of memory" in status, status
 
     # With more memory (no fault any more), --retry-errored finishes it from its checkpoint.
-    monkeypatch.delenv(INJECT_ENV)
-    retried = ftsweep("resume", str(sweep), "--retry-errored")
-    assert retried.returncode == 0, retried.stderr[-3000:]
+    faults.write_text("[]")  # read at every epoch: the workers of this Ray keep the variable
+    assert main(["resume", str(sweep), "--retry-errored"]) == 0, capsys.readouterr().err[-3000:]
     board = pd.read_csv(sweep / "leaderboard.csv").set_index("trial_id")
     assert (board["status"] == "completed").all() and board["error"].isna().all()
     again = reported_epochs(sweep)
