@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import urllib.error
 from pathlib import Path
 
@@ -70,8 +71,27 @@ def _params(part):
     return [part] if isinstance(part, nn.Parameter) else list(part.parameters())
 
 
+@pytest.fixture
+def built_once(monkeypatch):
+    """torchvision builds a backbone once in the test; each build after gets a copy.
+
+    Initialising VGG's 133 M parameters takes seconds on the CPU, and the
+    family test builds each backbone once per frozen depth.
+    """
+    build = torchvision.models.get_model
+    built: dict[str, nn.Module] = {}
+
+    def get_model(name: str, **kwargs):
+        key = f"{name} {sorted(kwargs.items())!r} on {torch.get_default_device()}"
+        if key not in built:
+            built[key] = build(name, **kwargs)
+        return copy.deepcopy(built[key])
+
+    monkeypatch.setattr(torchvision.models, "get_model", get_model)
+
+
 @pytest.mark.parametrize("title", list(FAMILIES))
-def test_every_family_fine_tunes_at_every_frozen_depth(title):
+def test_every_family_fine_tunes_at_every_frozen_depth(title, built_once):
     """Build, freeze each depth, one step: frozen weights and BN statistics stay, the rest moves."""
     backbone = _smallest(FAMILIES[title])
     count = stage_count(backbone)
