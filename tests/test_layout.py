@@ -34,6 +34,11 @@ LAYERS = {
 }
 RAY_ALLOWED = ("search.engine", "search.outputs.ray_files", "trainables.finetune")
 OPTUNA_ALLOWED = ("search.engine",)
+# What a trial's worker process imports before its first epoch (trainables/ and
+# the space it resolves its configuration with) may not import these at its
+# top: each new worker would pay their import (scikit-learn alone 1.3 s).
+WORKER_PACKAGES = ("trainables", "search.space")
+NOT_IN_WORKERS = ("sklearn", "scipy", "matplotlib", "optuna", "mlflow")
 MAX_MODULE_LINES = 360  # "about 350"
 MAX_FUNCTION_LINES = 65  # "about 60", its docstring not counted
 
@@ -103,6 +108,26 @@ def test_ray_and_optuna_only_behind_their_door(library, allowed):
         if imported == library or imported.startswith(library + ".")
     ]
     assert not wrong, f"{library} imported outside {allowed}:\n" + "\n".join(wrong)
+
+
+def test_trial_workers_import_only_what_they_use():
+    found = []
+    for module, path in MODULES.items():
+        if not module.startswith(WORKER_PACKAGES):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # the module's top, where an import runs on import
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [
+                f"{module}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] in NOT_IN_WORKERS
+            ]
+    assert not found, "import these where they are used: " + ", ".join(found)
 
 
 def test_no_import_cycles():

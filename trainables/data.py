@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from sklearn.model_selection import train_test_split
 from torchvision.transforms.v2 import functional as F
 
 from trainables.errors import UserError
@@ -230,6 +229,9 @@ def _presplit(
 def _stratified(
     frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int, where: str
 ) -> pd.DataFrame:
+    # Here: a trial's worker reads this module and never splits (scikit-learn takes 1.3 s).
+    from sklearn.model_selection import train_test_split
+
     classes = sorted(frame["label"].unique())
     if len(classes) < 2:
         raise UserError(

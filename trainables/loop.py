@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 
 from trainables.augment import Augment, normalize_float
@@ -171,8 +170,25 @@ def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     return {
         "loss": float(nn.functional.cross_entropy(logits, labels)),
         "accuracy": float((predicted == labels).float().mean()),
-        "f1_macro": float(f1_score(labels.numpy(), predicted.numpy(), average="macro")),
+        "f1_macro": macro_f1(labels, predicted),
     }
+
+
+def macro_f1(labels: torch.Tensor, predicted: torch.Tensor) -> float:
+    """scikit-learn's ``f1_score(labels, predicted, average="macro")``: the mean F1
+    over the classes in either, 0 for a class never predicted correctly.
+
+    Here rather than scikit-learn's, whose import (1.3 s) every trial's worker
+    process would pay before its first epoch (tests/test_layout.py keeps it
+    out of them); tests/trainables/test_loop.py compares the two.
+    """
+    count = int(torch.cat([labels, predicted]).max()) + 1
+    truth = torch.bincount(labels, minlength=count)
+    guessed = torch.bincount(predicted, minlength=count)
+    hits = torch.bincount(labels[labels == predicted], minlength=count)
+    present = (truth + guessed) > 0
+    # F1 = 2 TP / (2 TP + FP + FN), and 2 TP + FP + FN = (TP + FN) + (TP + FP).
+    return float((2 * hits[present].double() / (truth + guessed)[present]).mean())
 
 
 @torch.no_grad()
