@@ -84,6 +84,13 @@ class PruningOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # A trial resumed from its checkpoint reports an epoch Optuna has seen
+        # when Ray saved the result before the checkpoint; Optuna keeps the first.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The reported value is ignored")
+            super().on_trial_result(trial_id, result)
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
