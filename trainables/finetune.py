@@ -92,13 +92,20 @@ def tune_trainable(
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     checkpoint = tune.get_checkpoint()
-    state: dict[str, Any] | None
+    state: dict[str, Any] | None = None
+    unreported = None
     if checkpoint is not None and isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
         # In place, so that a damaged or deleted one can fall back to its siblings.
-        state = load_state_or_earlier(Path(checkpoint.path))
+        state, unreported = load_resume_state(Path(checkpoint.path))
     else:
         with checkpoint.as_directory() if checkpoint else nullcontext(None) as resume_dir:
-            state = load_state_or_earlier(Path(resume_dir)) if resume_dir else None
+            if resume_dir:
+                state, unreported = load_resume_state(Path(resume_dir))
+    if unreported is not None:
+        # Resumed from a checkpoint whose epoch the driver may never have
+        # recorded (killed between the two): report it (again), so that the
+        # trial's results, the scheduler and the searcher miss no epoch.
+        tune.report({**unreported, hp.NODE_ID: node_id})
     fit_trial(HParams.from_mapping(resolve(config)), setup, report=report, state=state)
 
 
@@ -271,16 +278,21 @@ def load_state(directory: Path) -> dict[str, Any]:
     return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def load_state_or_earlier(directory: Path) -> dict[str, Any]:
+def load_resume_state(directory: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The checkpoint's state; if it is damaged or gone, the newest good earlier one.
 
     A trial resumes from an earlier epoch (and trains the lost ones again)
     rather than from scratch; with no earlier one, from a later one that Ray's
     lagging saved state did not know of yet; with no readable checkpoint it fails,
     naming the file, instead of silently starting over.
+
+    Returns:
+        The state, and the metrics a later checkpoint was saved with (None
+        when the state is the checkpoint's own or an earlier one): the driver
+        may never have recorded that epoch, so the trial reports it again.
     """
     try:
-        return load_state(directory)
+        return load_state(directory), None
     except Exception as exc:  # truncated zip, missing file, bad pickle opcode...
         problem = f"{directory / STATE_FILE} cannot be read ({type(exc).__name__}: {exc})"
     epoch = _checkpoint_number(directory)
@@ -296,13 +308,22 @@ def load_state_or_earlier(directory: Path) -> dict[str, Any]:
             state = load_state(candidate)
         except Exception:
             continue
-        which = "earlier" if _checkpoint_number(candidate) < epoch else "later"
+        later_one = _checkpoint_number(candidate) > epoch
+        which = "later" if later_one else "earlier"
         log.warning("%s; continuing from the %s %s instead", problem, which, candidate.name)
-        return state
+        return state, _saved_metrics(candidate) if later_one else None
     raise RuntimeError(
         f"{problem}, and no other checkpoint of this trial can be read; "
         "the trial cannot continue (delete its folder to start it again)"
     )
+
+
+def _saved_metrics(directory: Path) -> dict[str, Any] | None:
+    try:
+        metrics = json.loads((directory / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None  # the state is good; only the record of its epoch is lost
+    return metrics if isinstance(metrics, dict) and hp.EPOCH in metrics else None
 
 
 def _checkpoint_number(path: Path) -> int:

@@ -11,7 +11,7 @@ import torch
 
 from search.outputs.ray_files import BACKUP_DIR, copy_newest_session, repair_state
 from trainables.errors import UserError
-from trainables.finetune import STATE_FILE, load_state_or_earlier
+from trainables.finetune import META_FILE, STATE_FILE, load_resume_state
 
 SESSION = "2026-11-22_10-00-00"
 NAMES = (
@@ -92,6 +92,7 @@ def _checkpoint(trial: Path, number: int, *, good: bool = True) -> None:
     folder = trial / f"checkpoint_{number:06d}"
     folder.mkdir(parents=True)
     torch.save({"epoch": number + 1, "weights": torch.ones(3)}, folder / STATE_FILE)
+    (folder / META_FILE).write_text(json.dumps({"epoch": number + 1, "val_accuracy": 0.5}))
     if not good:
         data = (folder / STATE_FILE).read_bytes()
         (folder / STATE_FILE).write_bytes(data[: len(data) // 2])
@@ -101,20 +102,21 @@ def test_damaged_checkpoint_falls_back_to_the_newest_good_one(tmp_path, caplog):
     trial = tmp_path / "trial_x"
     for number, good in ((0, True), (1, True), (2, False), (3, False)):
         _checkpoint(trial, number, good=good)
-    assert load_state_or_earlier(trial / "checkpoint_000001")["epoch"] == 2  # intact: itself
-    state = load_state_or_earlier(trial / "checkpoint_000003")
-    assert state["epoch"] == 2  # checkpoint_000002 is damaged too
+    state, unreported = load_resume_state(trial / "checkpoint_000001")
+    assert state["epoch"] == 2 and unreported is None  # intact: itself, no report needed
+    state, unreported = load_resume_state(trial / "checkpoint_000003")
+    assert state["epoch"] == 2 and unreported is None  # checkpoint_000002 is damaged too
     assert "checkpoint_000003/state.pt cannot be read" in caplog.text
     assert "continuing from the earlier checkpoint_000001" in caplog.text
     # A checkpoint folder that vanished: the same.
-    assert load_state_or_earlier(trial / "checkpoint_000009")["epoch"] == 2
+    assert load_resume_state(trial / "checkpoint_000009")[0]["epoch"] == 2
 
 
 def test_no_readable_checkpoint_fails_the_trial_naming_the_file(tmp_path):
     trial = tmp_path / "trial_y"
     _checkpoint(trial, 0, good=False)
     with pytest.raises(RuntimeError, match=r"checkpoint_000000/state.pt cannot be read.*cannot"):
-        load_state_or_earlier(trial / "checkpoint_000000")
+        load_resume_state(trial / "checkpoint_000000")
 
 
 def test_with_no_earlier_checkpoint_a_later_one_is_used(tmp_path, caplog):
@@ -123,5 +125,9 @@ def test_with_no_earlier_checkpoint_a_later_one_is_used(tmp_path, caplog):
     trial = tmp_path / "trial_z"
     _checkpoint(trial, 1, good=False)
     _checkpoint(trial, 2, good=True)
-    assert load_state_or_earlier(trial / "checkpoint_000001")["epoch"] == 3
+    state, unreported = load_resume_state(trial / "checkpoint_000001")
+    assert state["epoch"] == 3
     assert "continuing from the later checkpoint_000002" in caplog.text
+    # The driver may have been killed before it recorded epoch 3: the trial
+    # reports it again from what the checkpoint was saved with.
+    assert unreported == {"epoch": 3, "val_accuracy": 0.5}

@@ -26,20 +26,20 @@ def small_split(tmp_path_factory) -> Path:
     return path
 
 
+BASE = {
+    "backbone": "resnet18",
+    "lr": 3e-3,
+    "augmentation": "randaugment",
+    "lr_scheduler": "cosine",
+    "warmup_epochs": 1,
+    "head_hidden": 16,
+    "head_dropout": 0.1,
+}
+
+
 def _run(split: Path, epochs: int, keep: Path, state=None, **changes) -> list[dict]:
     setup = TrialSetup(str(split), None, image_size=16, max_epochs=epochs, batch_size=16)
-    hparams = HParams(
-        **{
-            "backbone": "resnet18",
-            "lr": 3e-3,
-            "augmentation": "randaugment",
-            "lr_scheduler": "cosine",
-            "warmup_epochs": 1,
-            "head_hidden": 16,
-            "head_dropout": 0.1,
-            **changes,
-        }
-    )
+    hparams = HParams(**{**BASE, **changes})
     reports = []
 
     def report(metrics, directory: Path):
@@ -196,3 +196,43 @@ def test_measure_speed_changes_nothing_in_the_model():
     assert torch.equal(torch.get_rng_state(), rng)  # training's random draws are untouched
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm stats too
+
+
+def test_a_trial_resumed_from_a_later_checkpoint_reports_its_epoch_again(
+    small_split, tmp_path, monkeypatch
+):
+    """Killed after a worker saved epoch 2's checkpoint and before the driver
+    recorded it; Ray's (older) state points at epoch 1's, since deleted. The
+    trial continues from epoch 2's and reports it first, so no epoch is missing
+    from its results, the scheduler's or the searcher's."""
+    import ray
+    from ray import tune
+
+    from trainables.finetune import tune_trainable
+
+    trial = tmp_path / "trial_x"
+    straight = _run(small_split, 2, trial, backbone="squeezenet1_1")
+    (trial / "epoch2").rename(trial / "checkpoint_000001")
+    shutil.rmtree(trial / "epoch1")  # Ray's num_to_keep deleted it
+    reports = []
+    monkeypatch.setattr(
+        tune, "get_checkpoint", lambda: tune.Checkpoint(str(trial / "checkpoint_000000"))
+    )
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    monkeypatch.setattr(tune, "get_context", _Context)
+    monkeypatch.setattr(ray, "get_runtime_context", _Context)
+    setup = TrialSetup(str(small_split), None, image_size=16, max_epochs=2, batch_size=16)
+    tune_trainable({}, setup=setup, resolve=lambda _: {**BASE, "backbone": "squeezenet1_1"})
+    assert [r["epoch"] for r in reports] == [2]  # trained no further: max_epochs is 2
+    assert reports[0]["val_accuracy"] == straight[-1]["val_accuracy"]
+    assert reports[0]["node_id"] == "node-a"
+
+
+class _Context:
+    """Ray's train context and runtime context, as far as the trainable asks."""
+
+    def get_trial_id(self) -> str:
+        return "x"
+
+    def get_node_id(self) -> str:
+        return "node-a"
