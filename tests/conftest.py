@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Every Ray a test starts without an address is its own, here and in the
+# ftsweep processes it starts: never a cluster that `ray start` (or a test
+# running beside this one) left on this machine. Addresses given are kept.
+os.environ["RAY_ADDRESS"] = "local"
 REPO = Path(__file__).resolve().parent.parent
 
 

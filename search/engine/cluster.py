@@ -27,8 +27,13 @@ class Node:
 
 
 def cluster_address(address: str | None) -> str | None:
-    """The existing cluster to join: ``--address``, else ``RAY_ADDRESS``; None: start Ray here."""
-    return address or os.environ.get("RAY_ADDRESS") or None
+    """The existing cluster to join: ``--address``, else ``RAY_ADDRESS``; None: start Ray here.
+
+    ``local`` is Ray's own word for "start a new instance on this machine"
+    (never join one that ``ray start`` left running here).
+    """
+    found = address or os.environ.get("RAY_ADDRESS") or None
+    return None if found == "local" else found
 
 
 def start_ray(address: str | None) -> None:
@@ -43,6 +48,7 @@ def start_ray(address: str | None) -> None:
     import search
     import trainables
 
+    asked = address
     address = cluster_address(address)
     if ray.is_initialized():
         return
@@ -52,8 +58,8 @@ def start_ray(address: str | None) -> None:
         runtime_env = {"py_modules": [search, trainables], "excludes": ["__pycache__"]}
         if env:
             runtime_env["env_vars"] = env
-    try:
-        _init(address, runtime_env)
+    try:  # --address local: a new instance even where RAY_ADDRESS names a cluster
+        _init("local" if asked == "local" else address, runtime_env)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
         if address is None:
             raise

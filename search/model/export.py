@@ -22,9 +22,9 @@ from search.outputs.storage import local_checkpoint
 from search.space.loader import Space
 from trainables.augment import MEAN, STD
 from trainables.checkpoint_files import META_FILE
+from trainables.checkpoints import load_state
 from trainables.data import classes_of, decode_split, load_image, prepare_image, read_split
 from trainables.errors import UserError
-from trainables.finetune import load_state
 from trainables.hparams import MODEL, HParams
 from trainables.loop import evaluate, predict_logits
 from trainables.models import Classifier, inference_network

@@ -176,3 +176,14 @@ def test_node_loss_and_storage(cluster, write_space, tmp_path, capsys):
     assert kept.tolist() == pytest.approx(board["best_val_accuracy"].tolist())
     assert again["checkpoint"].str.startswith(str(elsewhere)).all()
     assert len(list((storage / "c" / "tune").glob("trial_*"))) == 4  # the original untouched
+
+
+def test_address_local_starts_ray_here_even_where_ray_address_names_a_cluster(monkeypatch):
+    from search.engine.cluster import cluster_address
+
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert cluster_address(None) == "head:6379"
+    assert cluster_address("local") is None  # --address local: Ray's own word
+    assert cluster_address("other:6379") == "other:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert cluster_address(None) is None

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from search.outputs.ray_files import BACKUP_DIR, copy_newest_session, repair_state
+from trainables.checkpoint_files import META_FILE, STATE_FILE
+from trainables.checkpoints import load_resume_state
 from trainables.errors import UserError
-from trainables.finetune import META_FILE, STATE_FILE, load_resume_state
 
 SESSION = "2026-11-22_10-00-00"
 NAMES = (

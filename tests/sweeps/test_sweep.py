@@ -14,9 +14,9 @@ import torch
 from search.model.export import load_model
 from search.outputs.leaderboard import build_leaderboard
 from search.sweep import run_sweep
+from trainables.checkpoints import load_state
 from trainables.data import decode_split, read_split
 from trainables.errors import UserError
-from trainables.finetune import load_state
 from trainables.hparams import HParams
 from trainables.models import build_model
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainables.checkpoint_files import META_FILE
+from trainables.checkpoints import load_state
 from trainables.data import decode_split, make_split, read_split, write_split
-from trainables.finetune import META_FILE, TrialSetup, load_state, train
+from trainables.finetune import TrialSetup, train
 from trainables.hparams import HParams
 from trainables.loop import evaluate
 from trainables.models import build_model
