@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,8 @@ def start_ray(address: str | None) -> None:
         runtime_env = {"py_modules": [search, trainables], "excludes": ["__pycache__"]}
         if env:
             runtime_env["env_vars"] = env
+    if address is not None:
+        _check_answers(address)
     try:  # --address local: a new instance even where RAY_ADDRESS names a cluster
         _init("local" if asked == "local" else address, runtime_env)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -76,6 +79,32 @@ def start_ray(address: str | None) -> None:
             "authentication on (set RAY_AUTH_MODE=token to skip this step)"
         )
         _init(address, runtime_env)
+
+
+HEAD_CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_answers(address: str) -> None:
+    """Fails at once where nothing answers at ``address`` (HOST:PORT, or ray://HOST:PORT).
+
+    Ray's own connect retries a head that is absent or gone for about 14
+    minutes (20 tries of 41 s) before it gives up; a TCP connect tells in
+    seconds. ``auto`` and other forms are left to Ray.
+    """
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), HEAD_CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"nothing answers at {address} ({exc.strerror or exc}); start the cluster's head "
+            "there (`ray start --head --port=PORT` prints its address), or give --address the "
+            "HOST:PORT that `ray status` on the head names (leave --address and RAY_ADDRESS "
+            "out to run on this machine alone)",
+            "--address",
+        ) from None
 
 
 def _init(address: str | None, runtime_env: dict[str, Any] | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -187,3 +188,20 @@ def test_address_local_starts_ray_here_even_where_ray_address_names_a_cluster(mo
     assert cluster_address("other:6379") == "other:6379"
     monkeypatch.setenv("RAY_ADDRESS", "local")
     assert cluster_address(None) is None
+
+
+def test_an_address_where_nothing_answers_exits_2_in_seconds(tmp_path, capsys):
+    """Ray's own connect would retry for about 14 minutes; a TCP probe tells at once."""
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    start = time.monotonic()
+    for command in ("run", "validate"):
+        assert main([command, str(space), "--address", f"127.0.0.1:{port}"]) == 2
+        err = capsys.readouterr().err
+        assert f"nothing answers at 127.0.0.1:{port}" in err and "ray start --head" in err
+        assert "Traceback" not in err
+    assert time.monotonic() - start < 60
+    assert not ray.is_initialized()

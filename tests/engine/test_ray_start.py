@@ -28,24 +28,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def ray_head(tmp_path):
-    """A head from `ray start --head --block` in its own process group, killed after.
-
-    Its home holds a Ray token (as `ray get-auth-token --generate`, or any
-    earlier local Ray, leaves one), so the head requires it: the driver must
-    present it without being told to (RAY_AUTH_MODE is unset).
-    """
-    port = _free_port()
-    # Short: Ray's socket paths live under it (a Unix socket path has 107 bytes).
-    temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")
-    home = tmp_path / "home"
-    (home / ".ray").mkdir(parents=True)
-    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    env["HOME"] = str(home)
+def _start_head(port: int, temp: str, env: dict[str, str]) -> subprocess.Popen:
     ray = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen(
+    return subprocess.Popen(
         [
             str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
             "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats",
@@ -55,27 +40,72 @@ def ray_head(tmp_path):
         start_new_session=True,
         env=env,
     )  # fmt: skip
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
+
+
+def _stop_head(head: subprocess.Popen) -> None:
+    """Interrupted, `ray start --block` stops the processes it started and
+    waits for them; whatever is left of its process group is killed."""
+    if head.poll() is None:
+        head.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait(timeout=30)
+
+
+def _node_active(address: str, env: dict[str, str]) -> bool:
+    """Whether the head's node has registered: its raylet is past start-up."""
+    ray = Path(sys.executable).with_name("ray")
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        status = subprocess.run(
+            [str(ray), "status", f"--address={address}"],
+            capture_output=True, text=True, env={**env, "RAY_AUTH_MODE": "token"}, timeout=60,
+        )  # fmt: skip
+        return status.returncode == 0 and "Active:\n 1 node_" in status.stdout
+    return False
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A head from `ray start --head --block` in its own process group, killed after.
+
+    Its home holds a Ray token (as `ray get-auth-token --generate`, or any
+    earlier local Ray, leaves one), so the head requires it: the driver must
+    present it without being told to (RAY_AUTH_MODE is unset).
+
+    The head is used once its node is active. A raylet that starts while the
+    CPUs are busy (another test process) can miss Ray's wait for its agents'
+    ports and abort, and `ray start` then ends: such a head is started again
+    (at most three times).
+    """
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(home)
+    env.pop("RAY_ADDRESS", None)
+    for _attempt in range(3):
+        port = _free_port()
+        # Short: Ray's socket paths live under it (a Unix socket path has 107 bytes).
+        temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+        head = _start_head(port, temp, env)
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and head.poll() is None:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
-        assert head.poll() is None, f"`ray start` exited with {head.returncode}"
+            if _node_active(address, env):
+                break
+            time.sleep(1)
+        if head.poll() is None and time.monotonic() < deadline:
+            break
+        _stop_head(head)
+        shutil.rmtree(temp, ignore_errors=True)
+    else:
+        pytest.fail("`ray start --head` did not bring up an active node in three tries")
+    try:
         yield address, temp, env
     finally:
-        # Interrupted, `ray start --block` stops the processes it started and
-        # waits for them; whatever is left of its process group is killed.
-        if head.poll() is None:
-            head.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                head.wait(timeout=30)
-        shutil.rmtree(temp, ignore_errors=True)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=30)
+        _stop_head(head)
         shutil.rmtree(temp, ignore_errors=True)
 
 
