@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import signal
@@ -28,17 +26,21 @@ from search.engine.tuner import (
     trial_setup,
 )
 from search.model.export import export_trial, replace_folder
+from search.outputs import versions
+from search.outputs.drawing import draw_outputs
+from search.outputs.edits import check_edits
 from search.outputs.layout import (
     BEST_DIR,
     LEADERBOARD_FILE,
-    METRICS_FILE,
+    ORIGINAL_SPACE_FILE,
     SPACE_FILE,
     SPLIT_FILE,
     STORAGE_FILE,
     TUNE_DIR,
 )
 from search.outputs.leaderboard import build_leaderboard, open_sweep
-from search.outputs.ray_files import add_trials, ray_statuses, rebase_search_state, repair_state
+from search.outputs.lock import claim_free, driving, release
+from search.outputs.ray_files import add_trials, prepare_resume, ray_statuses, sign_tuner
 from search.outputs.storage import (
     experiment_root,
     is_uri,
@@ -82,22 +84,25 @@ def prepare_sweep(
         stored = storage is not None and stored_sweep(storage_location(storage, name))
         return stored or (folder / TUNE_DIR).exists() or (folder / STORAGE_FILE).exists()
 
-    if taken(space.name):
-        where = storage_location(storage, space.name) if storage else str(results / space.name)
-        if "name" in overrides:
-            raise UserError(
-                "a sweep with this name already ran here; choose another --name, "
-                "or move the folder away to start over",
-                where,
-            )
-        # A rerun of the same file never touches the earlier results.
-        suffix = next(i for i in range(2, 10_000) if not taken(f"{space.name}-{i}"))
-        log.info("%s already holds a sweep; this one goes to %s-%d", where, where, suffix)
-        space = load_space(space_file, {**overrides, "name": f"{space.name}-{suffix}"})
+    # A rerun of the same file (or a second driver started with it) never
+    # touches the earlier results: NAME-2, NAME-3, ...; the folder is this driver's.
+    name = claim_free(results, space.name, taken, fixed="name" in overrides)
+    where = storage_location(storage, space.name) if storage else str(results / space.name)
+    if name is None:
+        raise UserError(
+            "a sweep with this name already ran here, or is running; choose another "
+            "--name, or move the folder away to start over",
+            where,
+        )
+    if name != space.name:
+        log.info("%s already holds a sweep; this one goes to %s", where, name)
+        space = load_space(space_file, {**overrides, "name": name})
     sweep_dir = results / space.name
     split = space.data.scan()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     space.dump(sweep_dir / SPACE_FILE)
+    space.dump(sweep_dir / ORIGINAL_SPACE_FILE)  # what a resume compares space.yaml with
+    versions.record(sweep_dir)
     if split.problems:  # what the data scan left out, and why
         problems_frame(split.problems).to_csv(sweep_dir / SCAN_FILE, index=False)
     write_split(split.frame, sweep_dir / SPLIT_FILE)
@@ -133,20 +138,24 @@ def run_sweep(
     space, sweep_dir = prepare_sweep(
         Path(space_file or DEFAULT_SPACE), Path(results), overrides or {}, storage
     )
-    mlflow = mlflow_uri(sweep_dir, mlflow)  # checked before any trial starts
-    if storage:
-        write_storage(sweep_dir, storage_location(storage, space.name))
-        push(sweep_dir)  # space.yaml and split.csv: enough to resume from anywhere
-    tuner = _connect(
-        space, sweep_dir, address, lambda setup: build_tuner(space, sweep_dir, setup), verbose
-    )
-    return _fit(tuner, sweep_dir, space, verbose, mlflow)
+    try:  # prepare_sweep claimed the folder (lock.py) for this driver
+        mlflow = mlflow_uri(sweep_dir, mlflow)  # checked before any trial starts
+        if storage:
+            write_storage(sweep_dir, storage_location(storage, space.name))
+            push(sweep_dir)  # space.yaml and split.csv: enough to resume from anywhere
+        build = lambda setup: build_tuner(space, sweep_dir, setup)  # noqa: E731
+        return _fit(
+            _connect(space, sweep_dir, address, build, verbose), sweep_dir, space, verbose, mlflow
+        )
+    finally:
+        release(sweep_dir)
 
 
 def resume_sweep(
     sweep_dir: str | Path,
     *,
     retry_errored: bool = False,
+    trust_results: bool = False,
     add: int = 0,
     address: str | None = None,
     results: str | Path = "results",
@@ -163,6 +172,8 @@ def resume_sweep(
         sweep_dir: RESULTS/NAME of the sweep, or its shared storage STORAGE/NAME
             (a path or a URI; a URI's sweep files are copied to RESULTS/NAME).
         retry_errored: also run errored trials again, from their last checkpoint.
+        trust_results: resume although the saved state is not signed with this
+            user's key (outputs/trust.py), once each pickle's scan passes.
         add: run this many trials more than the sweep planned (a finished sweep
             too); Optuna proposes them knowing every earlier result.
         address: an existing Ray cluster (default: ``RAY_ADDRESS``, else start
@@ -171,16 +182,29 @@ def resume_sweep(
         verbose: Ray Tune's own output instead of ftsweep's compact view.
         mlflow: an MLflow tracking URI (default: the one the sweep ran with).
     """
-    probe.check()
     sweep_dir = local_sweep(str(sweep_dir), Path(results))
+    with driving(sweep_dir):  # one driver per sweep folder (lock.py)
+        probe.check()
+        return _resume(sweep_dir, retry_errored, trust_results, add, address, verbose, mlflow)
+
+
+def _resume(
+    sweep_dir: Path,
+    retry_errored: bool,
+    trust_results: bool,
+    add: int,
+    address: str | None,
+    verbose: bool,
+    mlflow: str | None,
+) -> SweepResult:
     space = open_sweep(sweep_dir)
+    check_edits(sweep_dir)  # space.yaml edited since the run: refused, or applied and listed
+    versions.check(sweep_dir)  # another Ray than the one that wrote tune/: refused
     mlflow = mlflow_uri(sweep_dir, mlflow)  # --mlflow, or the URI the sweep ran with
     experiment = f"{experiment_root(sweep_dir)}/{TUNE_DIR}"
     if not is_uri(experiment):
         experiment = str(Path(experiment).resolve())
-        if Path(experiment).is_dir():  # a damaged state file: its last good copy, or an error
-            repair_state(Path(experiment))
-            rebase_search_state(Path(experiment))  # moved or copied since it ran
+    prepare_resume(experiment, trusted=trust_results)  # repaired, verified, rebased
     if not can_restore(experiment):
         raise UserError(
             "no Ray Tune experiment state to resume from (the sweep never started its "
@@ -200,6 +224,9 @@ def resume_sweep(
         # space.yaml says how many trials the sweep plans (status, leaderboard).
         extended = load_space(sweep_dir / SPACE_FILE, {"search.num_samples": total})
         extended.dump(sweep_dir / SPACE_FILE)
+        if (sweep_dir / ORIGINAL_SPACE_FILE).is_file():  # --add is not an edit to refuse
+            started = load_space(sweep_dir / ORIGINAL_SPACE_FILE, {"search.num_samples": total})
+            started.dump(sweep_dir / ORIGINAL_SPACE_FILE)
         space = extended  # the progress view counts the added trials
         log.info("adding %d trials: the sweep now plans %d", add, total)
 
@@ -207,6 +234,7 @@ def resume_sweep(
         return restore_tuner(experiment, space, setup, retry_errored=retry_errored)
 
     tuner = _connect(space, sweep_dir, address, restore, verbose)
+    versions.record(sweep_dir, resumed=True)
     return _fit(tuner, sweep_dir, space, verbose, mlflow)
 
 
@@ -230,6 +258,7 @@ def _fit(
 ) -> SweepResult:
     """Runs the Tuner; SIGTERM stops it as cleanly as Ctrl-C (Ray handles SIGINT)."""
     set_callbacks(tuner, space, sweep_dir, verbose=verbose, mlflow_uri=mlflow)
+    sign_tuner(f"{experiment_root(sweep_dir)}/{TUNE_DIR}")  # each save: StateBackup
     # Ray saves its experiment state (what resume reads) at most every 10 s by
     # default; more often keeps what a killed driver loses to about one epoch.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
@@ -275,71 +304,13 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
         replace_folder(staging, best_dir)
     else:
         log.warning("no trial finished an epoch; nothing exported")
-    draw_outputs(sweep_dir, frame, space, finalists, best_dir, interrupted=interrupted)
+    from search.engine.importance import parameter_importance
+
+    draw_outputs(
+        sweep_dir, frame, space, finalists, best_dir, parameter_importance, interrupted=interrupted
+    )
     try:
         push(sweep_dir)  # the leaderboard, best/ and the report, beside the experiment
     except OSError as exc:
         log.warning("could not copy the sweep's files to its storage: %s", exc)
     return SweepResult(sweep_dir, frame, best_dir, space.trial.metric, interrupted)
-
-
-def draw_outputs(
-    sweep_dir: Path,
-    frame: pd.DataFrame,
-    space: Space,
-    finalists: list[dict[str, Any]],
-    best_dir: Path | None,
-    *,
-    interrupted: bool = False,
-) -> None:
-    """plots/*.png and report.md; a failure here is logged, never fatal to the sweep."""
-    from search.engine.importance import parameter_importance
-    from search.outputs.plots import plot_sweep
-    from search.outputs.report import write_report
-
-    try:
-        plot_sweep(sweep_dir, frame, space, parameter_importance)
-        write_report(
-            sweep_dir,
-            frame,
-            space,
-            finalists=finalists,
-            best_dir=best_dir,
-            interrupted=interrupted,
-        )
-    except Exception:
-        log.exception(
-            "drawing the plots or report.md failed (the leaderboard and best/ are written); "
-            "try again with `ftsweep plot %s`",
-            sweep_dir,
-        )
-
-
-def redraw(sweep_dir: str | Path) -> list[Path]:
-    """`ftsweep plot`: the plots and report.md from the results folder as it is now."""
-    from search.engine.importance import parameter_importance
-    from search.outputs.plots import plot_sweep
-    from search.outputs.report import REPORT_FILE, write_report
-
-    sweep_dir = Path(sweep_dir)
-    space = open_sweep(sweep_dir)
-    finished = (sweep_dir / LEADERBOARD_FILE).is_file()
-    frame = build_leaderboard(sweep_dir, finished=finished)
-    best_dir = sweep_dir / BEST_DIR
-    metrics = best_dir / METRICS_FILE
-    finalists = []
-    if metrics.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            finalists = json.loads(metrics.read_text()).get("finalists", [])
-    paths = plot_sweep(sweep_dir, frame, space, parameter_importance)
-    write_report(
-        sweep_dir,
-        frame,
-        space,
-        finalists=finalists,
-        best_dir=best_dir if best_dir.is_dir() else None,
-        interrupted=bool(frame["status"].isin(["running", "pending"]).any())
-        if len(frame)
-        else False,
-    )
-    return [*paths, sweep_dir / REPORT_FILE]

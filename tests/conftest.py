@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -15,6 +16,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # ftsweep processes it starts: never a cluster that `ray start` (or a test
 # running beside this one) left on this machine. Addresses given are kept.
 os.environ["RAY_ADDRESS"] = "local"
+# ftsweep's key for signing sweep state (search/outputs/trust.py) is made on
+# first use in the config folder: the tests' own, never the user's.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="ftsweep-test-config-")
+os.environ.pop("FTSWEEP_RESULTS_KEY", None)
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -43,6 +43,7 @@ def resume(args: argparse.Namespace) -> int:
     result = resume_sweep(
         args.sweep,
         retry_errored=args.retry_errored,
+        trust_results=args.trust_results,
         add=args.add,
         address=args.address,
         results=args.results,
@@ -209,9 +210,10 @@ def tensorboard(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace) -> int:
-    from search.sweep import redraw
+    from search.engine.importance import parameter_importance
+    from search.outputs.drawing import redraw
 
-    for path in redraw(_sweep(args.sweep)):
+    for path in redraw(_sweep(args.sweep), parameter_importance):
         print(path)
     return 0
 

@@ -100,6 +100,13 @@ def _resume(commands: Any) -> None:
         "--retry-errored", action="store_true", help="run errored trials again from checkpoints"
     )
     resume.add_argument(
+        "--trust-results",
+        action="store_true",
+        help="resume a sweep whose saved state ftsweep did not sign with this user's key "
+        "(written before ftsweep signed it, or with another key); each pickle is scanned "
+        "first and refused if it imports anything beyond what Ray, Optuna and ftsweep save",
+    )
+    resume.add_argument(
         "--add",
         type=int,
         default=0,

@@ -18,13 +18,18 @@ by the probe unless marked "not probed"):
 
 Ray Tune private attributes
 - ``Tuner._local_tuner`` and its ``get_run_config()`` (tuner.set_callbacks:
-  callbacks set on a restored Tuner, whose pickled ones are stale).
+  callbacks set on a restored Tuner, whose pickled ones are stale) and
+  ``._tune_config`` (tuner.restore_tuner: trials at once and the time budget
+  from space.yaml on a resume).
 - ``ASHAScheduler._brackets``, ``._trial_info``, ``._metric``, ``._time_attr``,
   ``._metric_op``, ``._num_stopped`` and ``_Bracket.on_result(trial,
   cur_iter, cur_rew)`` called with a stand-in trial (asha.ResumableASHA
   replays stored results into the rungs; Ray does not restore them).
 - ``OptunaSearch._ot_study``, ``._ot_trials``, ``._completed_trials``
-  (searcher.PruningOptunaSearch tells Optuna a stopped trial was PRUNED).
+  (searcher.PruningOptunaSearch tells Optuna a stopped trial was PRUNED),
+  ``._sampler``, ``._storage``, ``._mode``, ``._metric``, ``._setup_study(mode)`` and
+  ``Searcher.CKPT_FILE_TMPL`` as ``restore_from_dir`` globs it (the searcher
+  pickles no Optuna object and saves its study as JSON, engine/history.py).
 - ``TBXLoggerCallback._try_log_hparams(trial, result)`` (tracking: HParams
   without bookkeeping columns), ``MLflowLoggerCallback._trial_runs`` and
   ``mlflow_util._get_client()`` (tracking: one MLflow run per trial across
@@ -44,8 +49,14 @@ Ray's saved files (outputs/ray_files.py reads and edits them)
   ``SearchGenerator.get_state()``: ``counter``, ``total_samples``,
   ``finished``, ``experiment`` (whose ``storage`` has ``storage_filesystem``,
   ``storage_fs_path``, ``experiment_dir_name``) (--add, a moved experiment).
-- tune/searcher-state-S.pkl, tune/tuner.pkl: opened only by Ray; checked
-  for completeness (pickle opcodes, never loaded) before a resume.
+- tune/searcher-state-S.json: ftsweep's own (engine/history.py), written
+  through ``Searcher.save``; tune/searcher-state-S.pkl in sweeps from before.
+- tune/tuner.pkl, any *.pkl, search_gen_state-S.json, and the cloudpickle
+  blobs (``CLOUDPICKLE_FALLBACK``) inside experiment_state-S.json: what Ray
+  unpickles. Signed after each save (state_backup, outputs/trust.py) and
+  verified before a resume; ``--trust-results`` scans them first
+  (outputs/pickle_scan.py). Checked for completeness (pickle opcodes, never
+  loaded) before a resume.
 - trial_ID/params.json, result.json (one JSON line per report), error.txt
   ("Failure # N" per restart, a traceback's last exception line),
   checkpoint_N/ folders (leaderboard, status, export, ASHA's replay): not
@@ -56,9 +67,12 @@ Environment switches
   verbose=0), ``TUNE_GLOBAL_CHECKPOINT_S`` (how often the state is saved),
   ``RAY_AUTH_MODE``, ``RAY_ADDRESS``: not probed (Ray ignores an unknown one).
 
-Optuna: public API only (``Study.tell``, ``TrialState.PRUNED``, the samplers,
-``create_trial``, ``importance.FanovaImportanceEvaluator``); its samplers are
-pickled inside Ray's searcher state.
+Optuna: public API (``Study.tell``, ``add_trial``, ``enqueue_trial``,
+``TrialState``, the samplers, ``create_trial``, ``distribution_to_json``,
+``importance.FanovaImportanceEvaluator``), and one convention: an enqueued
+trial keeps its point in ``system_attrs["fixed_params"]`` (history.py
+enqueues a saved one again). Nothing of Optuna is pickled into a sweep: its
+study is JSON (history.py), its sampler rebuilt from a ``SamplerRecipe``.
 
 Nothing here is imported by ``import search.engine``: each module is imported
 where it is used, so reading a results folder never imports Ray.

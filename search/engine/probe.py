@@ -51,10 +51,15 @@ def check() -> None:
 
 def _checks() -> list[tuple[str, Callable[[], bool]]]:
     return [
-        ("Tuner._local_tuner", _tuner),
+        ("Tuner._local_tuner and TunerInternal._tune_config", _tuner),
         ("ASHAScheduler's _brackets/_trial_info/_metric/_time_attr/_metric_op/_num_stopped", _asha),
         ("_Bracket.on_result(trial, cur_iter, cur_rew)", _bracket),
-        ("OptunaSearch's _ot_study/_ot_trials/_completed_trials", _optuna_search),
+        (
+            "OptunaSearch's _ot_study/_ot_trials/_completed_trials/_sampler/_storage/_mode/"
+            "_setup_study(mode) and Searcher.CKPT_FILE_TMPL",
+            _optuna_search,
+        ),
+        ("Optuna's enqueued trial holds system_attrs['fixed_params']", _enqueued),
         ("TBXLoggerCallback._try_log_hparams(trial, result)", _tensorboard),
         ("MLflowLoggerCallback._trial_runs and mlflow_util._get_client", _mlflow),
         ("SearchGenerator.get_state keys counter/total_samples/finished/experiment", _generator),
@@ -65,9 +70,12 @@ def _checks() -> list[tuple[str, Callable[[], bool]]]:
 
 def _tuner() -> bool:
     from ray import tune
+    from ray.tune.impl.tuner_internal import TunerInternal
 
-    return "_local_tuner" in inspect.getsource(tune.Tuner.__init__) and hasattr(
-        tune.Tuner, "get_results"
+    return (
+        "_local_tuner" in inspect.getsource(tune.Tuner.__init__)
+        and hasattr(tune.Tuner, "get_results")
+        and "self._tune_config = " in inspect.getsource(TunerInternal.__init__)
     )
 
 
@@ -100,7 +108,25 @@ def _optuna_search() -> bool:
         search = OptunaSearch(space=lambda trial: None, metric="m", mode="max")
     finally:
         optuna.logging.set_verbosity(level)
-    return all(hasattr(search, n) for n in ("_ot_study", "_ot_trials", "_completed_trials"))
+    names = ("_ot_study", "_ot_trials", "_completed_trials", "_sampler", "_storage", "_mode")
+    return (
+        all(hasattr(search, n) for n in names)
+        and list(inspect.signature(OptunaSearch._setup_study).parameters) == ["self", "mode"]
+        and "CKPT_FILE_TMPL.format" in inspect.getsource(OptunaSearch.restore_from_dir)
+    )
+
+
+def _enqueued() -> bool:
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study()
+    finally:
+        optuna.logging.set_verbosity(level)
+    study.enqueue_trial({"x": 1})
+    return study.trials[0].system_attrs.get("fixed_params") == {"x": 1}
 
 
 def _tensorboard() -> bool:

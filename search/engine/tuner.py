@@ -18,7 +18,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from search.engine.asha import ResumableASHA
 from search.engine.progress import SweepProgress
-from search.engine.searcher import DefineByRun, PruningOptunaSearch, build_sampler
+from search.engine.searcher import DefineByRun, PruningOptunaSearch, SamplerRecipe
 from search.engine.state_backup import StateBackup
 from search.engine.tracking import tracking_callbacks
 from search.outputs.layout import SPLIT_FILE, TUNE_DIR
@@ -103,7 +103,7 @@ def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
         space=DefineByRun(space.params),
         metric=metric,
         mode=mode,
-        sampler=build_sampler(space.search.sampler, space.search.seed, space.search.num_samples),
+        sampler=SamplerRecipe(space.search.sampler, space.search.seed, space.search.num_samples),
         points_to_evaluate=[dict(p) for p in space.search.start_from] or None,
         max_epochs=space.trial.max_epochs,
     )
@@ -132,7 +132,7 @@ def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
                 checkpoint_score_attribute=metric,
                 checkpoint_score_order=mode,
             ),
-            callbacks=[StateBackup()],  # a good copy of each state save, for repair_state
+            callbacks=[StateBackup(f"{experiment_root(sweep_dir)}/{TUNE_DIR}")],  # set_callbacks
         ),
     )
 
@@ -156,9 +156,11 @@ def set_callbacks(
     if local is None:
         return
     run_config = local.get_run_config()
-    ours = (SweepProgress, TBXLoggerCallback, MLflowLoggerCallback)
+    ours = (SweepProgress, TBXLoggerCallback, MLflowLoggerCallback, StateBackup)
     callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, ours)]
     callbacks += tracking_callbacks(space, sweep_dir, mlflow_uri)
+    # Where the experiment is now (it may have moved since the Tuner was pickled).
+    callbacks.append(StateBackup(f"{experiment_root(sweep_dir)}/{TUNE_DIR}"))
     run_config.verbose = None if verbose else 0  # None: Ray's default output
     if not verbose:
         sched = space.search.scheduler
@@ -250,13 +252,23 @@ def can_restore(experiment: str) -> bool:
 def restore_tuner(
     experiment: str, space: Space, setup: TrialSetup, *, retry_errored: bool = False
 ) -> tune.Tuner:
-    """Ray's Tuner of an interrupted sweep, with the trainable ``run`` built."""
-    return tune.Tuner.restore(
+    """Ray's Tuner of an interrupted sweep, with the trainable ``run`` built.
+
+    Ray restores its TuneConfig from tuner.pkl; the trials at once and the
+    time budget come from space.yaml instead (a resume may change them:
+    outputs/edits.py).
+    """
+    tuner = tune.Tuner.restore(
         experiment,
         build_trainable(space, setup),
         resume_unfinished=True,
         resume_errored=retry_errored,
     )
+    local = tuner._local_tuner  # None only for a Ray Client connection (ray://)
+    if local is not None:
+        local._tune_config.max_concurrent_trials = space.search.max_concurrent
+        local._tune_config.time_budget_s = space.search.time_budget_s
+    return tuner
 
 
 def quiet_optuna() -> None:

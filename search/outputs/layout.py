@@ -7,6 +7,7 @@ plot) import these without importing Ray.
 """
 
 SPACE_FILE = "space.yaml"
+ORIGINAL_SPACE_FILE = "space.original.yaml"  # the space the sweep started from (resume compares)
 SPLIT_FILE = "split.csv"
 TUNE_DIR = "tune"  # Ray Tune's experiment (ray_files.py)
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -16,6 +17,8 @@ PLOTS_DIR = "plots"
 BEST_DIR = "best"  # the best trial, exported
 STORAGE_FILE = "storage.json"  # where Ray's experiment is, with --storage
 MLFLOW_FILE = "mlflow.json"  # the MLflow URI the sweep logs to (resume logs there again)
+VERSIONS_FILE = "versions.json"  # python, ftsweep, torch, torchvision, ray, optuna (versions.py)
+LOCK_FILE = ".ftsweep.lock"  # held by the one driver of the sweep (lock.py)
 
 # An exported model folder (best/, or `ftsweep export --out`).
 WEIGHTS_FILE = "model.safetensors"

@@ -7,10 +7,11 @@ Ray writes an experiment into RESULTS/NAME/tune/ (docs/SPEC.md): per trial a
 folder trial_ID with params.json (the config), result.json (one JSON line per
 report), error.txt (tracebacks, "Failure # N" per restart) and checkpoint_N/
 folders; per run or resume ("session") experiment_state-S.json (the trials),
-searcher-state-S.pkl (the Optuna study) and search_gen_state-S.json (how many
-trials were created), plus tuner.pkl once. Nothing else in ftsweep opens
-these files; a Ray release that changes them is handled here (and listed in
-search/engine/__init__.py).
+searcher-state-S.json (the Optuna study as ftsweep's JSON, engine/history.py;
+searcher-state-S.pkl, Ray's pickle, in sweeps from before) and
+search_gen_state-S.json (how many trials were created), plus tuner.pkl once.
+Nothing else in ftsweep opens these files; a Ray release that changes them
+is handled here (and listed in search/engine/__init__.py).
 
 The experiment state is rewritten in place every few seconds, so a driver
 killed mid-write (or a full disk) can leave it cut short; a file can also be
@@ -31,12 +32,14 @@ import pickletools
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
 
+from search.outputs import trust
 from search.outputs.storage import tune_dir
 from trainables import hparams as hp
 from trainables.checkpoint_files import META_FILE
@@ -49,14 +52,43 @@ TUNER_FILE = "tuner.pkl"
 # Each session's files, named by the session's start time.
 SESSION_FILES = {
     "experiment state": "experiment_state-{}.json",
-    "searcher state": "searcher-state-{}.pkl",
+    "searcher state": "searcher-state-{}.json",
     "search generator state": "search_gen_state-{}.json",
 }
 _SESSION = re.compile(r"^(?:experiment_state|searcher-state|search_gen_state)-(.+)\.(?:json|pkl)$")
 
 
-def repair_state(tune_dir: Path) -> list[str]:
+def prepare_resume(experiment: str, *, trusted: bool) -> None:
+    """Before a resume, in this order: a damaged save is repaired from its copy
+    (a local folder); trust.verify (nothing of tune/ is unpickled, by Ray or
+    ftsweep, unless ftsweep signed it or it is trusted); a moved experiment
+    is rebased. A newest save that is complete but not signed (a driver
+    killed between Ray's write and the signing) is replaced by its copy when
+    the copy is signed."""
+    local = "://" not in experiment and Path(experiment).is_dir()
+    if local:
+        key, signatures = trust.results_key(), trust.read_signatures(experiment)
+        repair_state(
+            Path(experiment), None if trusted else lambda p, n: trust.signed(p, signatures, key, n)
+        )
+    trust.verify(experiment, trust=trusted)
+    if local:
+        rebase_search_state(Path(experiment))  # moved or copied since it ran
+
+
+def sign_tuner(experiment: str) -> None:
+    """Records tuner.pkl as ftsweep's: Ray wrote it (or, restoring, read it) just now."""
+    trust.sign(experiment, [TUNER_FILE])
+
+
+def repair_state(tune_dir: Path, signed: Callable[[Path, str], bool] | None = None) -> list[str]:
     """Checks the state a resume reads; restores the backup where it is damaged.
+
+    ``signed(path, name)``: whether a file is ftsweep's (outputs/trust.py).
+    With it, a newest save whose files are complete but not all signed (a
+    driver killed between Ray's write and the signing, or an edit) is
+    replaced by the backup where the backup's files are all signed; where
+    they are not, it is left for trust.verify to refuse.
 
     Returns:
         What was repaired, one line each (empty when all was well).
@@ -76,10 +108,17 @@ def repair_state(tune_dir: Path) -> list[str]:
     session = _newest_session(tune_dir)
     if session is None:
         return []
+
+    def state_problem(folder: Path, name: str) -> str | None:
+        found = _damage(folder / name)
+        if found is None and signed is not None and not signed(folder / name, name):
+            return "not signed by ftsweep"
+        return found
+
     damaged = {
-        name.format(session): problem
-        for name in SESSION_FILES.values()
-        if (problem := _damage(tune_dir / name.format(session)))
+        name: why
+        for name in _session_names(tune_dir, session)
+        if (why := state_problem(tune_dir, name))
     }
     if not damaged:
         return []
@@ -88,9 +127,11 @@ def repair_state(tune_dir: Path) -> list[str]:
         backup = tune_dir / f"{BACKUP_DIR}.old"
     backup_session = _newest_session(backup) if backup.is_dir() else None
     usable = backup_session is not None and not any(
-        _damage(backup / name.format(backup_session)) for name in SESSION_FILES.values()
+        state_problem(backup, name) for name in _session_names(backup, backup_session)
     )
     first, why = next(iter(damaged.items()))
+    if not usable and all(w == "not signed by ftsweep" for w in damaged.values()):
+        return []  # complete files: trust.verify names them and the way on
     if not usable:
         raise UserError(
             f"Ray Tune's saved state {first} is {why}, and there is no good copy of it in "
@@ -101,16 +142,16 @@ def repair_state(tune_dir: Path) -> list[str]:
     assert backup_session is not None
     age = time.time() - max(p.stat().st_mtime for p in backup.iterdir())
     lines = []
-    for name in SESSION_FILES.values():
-        target = tune_dir / name.format(session)
+    for name in _session_names(tune_dir, session):
+        target = tune_dir / name
         if target.exists():
             target.replace(target.with_name(target.name + ".damaged"))
-    for name in SESSION_FILES.values():
-        shutil.copy2(backup / name.format(backup_session), tune_dir / name.format(backup_session))
+    for name in _session_names(backup, backup_session):
+        shutil.copy2(backup / name, tune_dir / name)
     for name, why in damaged.items():
         lines.append(
             f"{name} was {why}; resuming from the copy saved {age:.0f} s before it "
-            f"(the damaged file is kept as {name}.damaged)"
+            f"(the file is kept as {name}.damaged)"
         )
     for line in lines:
         log.warning("%s", line)
@@ -127,7 +168,7 @@ def _damage(path: Path) -> str | None:
         return f"unreadable ({exc.strerror})"
     if not data:
         return "empty"
-    if path.name.startswith("experiment_state"):
+    if path.name.startswith(("experiment_state", "searcher-state")) and path.suffix == ".json":
         try:
             json.loads(data)
         except ValueError:
@@ -141,6 +182,17 @@ def _damage(path: Path) -> str | None:
     return None
 
 
+def _session_names(folder: Path, session: str) -> list[str]:
+    """The files of one save: a sweep from before ftsweep's JSON search history
+    has Ray's pickled searcher-state-S.pkl in its place."""
+    names = [name.format(session) for name in SESSION_FILES.values()]
+    searcher = SESSION_FILES["searcher state"].format(session)
+    legacy = searcher.removesuffix(".json") + ".pkl"
+    if not (folder / searcher).exists() and (folder / legacy).exists():
+        names[names.index(searcher)] = legacy
+    return names
+
+
 def _newest_session(folder: Path) -> str | None:
     sessions = {m.group(1) for p in folder.iterdir() if (m := _SESSION.match(p.name))}
     return max(sessions) if sessions else None
@@ -150,7 +202,7 @@ def copy_newest_session(staging: Path, backup: Path) -> None:
     session = _newest_session(staging)
     if session is None:
         return
-    names = [name.format(session) for name in SESSION_FILES.values()]
+    names = _session_names(staging, session)
     if any(_damage(staging / name) for name in names):
         return  # not a complete save (yet)
     fresh = backup.with_name(backup.name + ".new")
@@ -186,7 +238,8 @@ def add_trials(tune_dir: Path, count: int) -> int:
         raise UserError(
             "no saved search state to extend; resume the sweep without --add first", str(path)
         )
-    state = cloudpickle.loads(path.read_bytes())  # Ray's own file; Ray loads it the same way
+    # Ray loads it the same way; resume_sweep ran trust.verify on it first.
+    state = cloudpickle.loads(path.read_bytes())
     if not isinstance(state, dict) or not {"counter", "total_samples", "finished"} <= set(state):
         raise UserError(
             "this search state was written by a Ray version whose format ftsweep does not "
@@ -195,9 +248,7 @@ def add_trials(tune_dir: Path, count: int) -> int:
         )
     state["total_samples"] = max(int(state["total_samples"]), int(state["counter"])) + count
     state["finished"] = False
-    fresh = path.with_name(f".{path.name}.new")
-    fresh.write_bytes(cloudpickle.dumps(state))
-    fresh.replace(path)
+    _write_signed(path, cloudpickle.dumps(state))
     return int(state["total_samples"])
 
 
@@ -219,7 +270,7 @@ def rebase_search_state(tune_dir: Path) -> bool:
     path = tune_dir / SESSION_FILES["search generator state"].format(session)
     if session is None or _damage(path):
         return False
-    state = cloudpickle.loads(path.read_bytes())
+    state = cloudpickle.loads(path.read_bytes())  # trust.verify passed it (resume_sweep)
     storage = getattr(state.get("experiment"), "storage", None) if isinstance(state, dict) else None
     here = tune_dir.resolve()
     if storage is None or Path(storage.experiment_fs_path) == here:
@@ -227,11 +278,17 @@ def rebase_search_state(tune_dir: Path) -> bool:
     storage.storage_filesystem = pyarrow.fs.LocalFileSystem()
     storage.storage_fs_path = str(here.parent)
     storage.experiment_dir_name = here.name
-    fresh = path.with_name(f".{path.name}.new")
-    fresh.write_bytes(cloudpickle.dumps(state))
-    fresh.replace(path)
+    _write_signed(path, cloudpickle.dumps(state))
     log.info("the experiment was moved: new trials go to %s", here)
     return True
+
+
+def _write_signed(path: Path, data: bytes) -> None:
+    """Replaces Ray's file atomically, and records it as ftsweep's (trust.py)."""
+    fresh = path.with_name(f".{path.name}.new")
+    fresh.write_bytes(data)
+    fresh.replace(path)
+    trust.sign(str(path.parent), [path.name])
 
 
 def stored_results(

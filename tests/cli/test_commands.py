@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
+import json
 import re
 
 import pandas as pd
@@ -127,9 +127,10 @@ def test_run_leaderboard_export_from_the_command_line(tmp_path, capsys, monkeypa
     assert kept.tolist() == board["best_val_accuracy"].tolist()
     assert main(["status", str(results / "cli")]) == 0
     assert "3 trials planned" in capsys.readouterr().out
-    state = sorted((results / "cli" / "tune").glob("searcher-state-*.pkl"))[-1]
-    study = pickle.loads(state.read_bytes())["_ot_study"]
-    assert len(study.trials) == 3  # the new trial was sampled with the first two in history
+    state = sorted((results / "cli" / "tune").glob("searcher-state-*.json"))[-1]
+    history = json.loads(state.read_text())["trials"]  # ftsweep's JSON, engine/history.py
+    assert len(history) == 3  # the new trial was sampled with the first two in history
+    assert [t["state"] for t in history] == ["COMPLETE"] * 3
 
     # MLflow: one run per trial (the resume logged to the URI the sweep ran with).
     from mlflow.tracking import MlflowClient

@@ -17,16 +17,16 @@ from trainables.errors import UserError
 SESSION = "2026-11-22_10-00-00"
 NAMES = (
     f"experiment_state-{SESSION}.json",
-    f"searcher-state-{SESSION}.pkl",
+    f"searcher-state-{SESSION}.json",  # ftsweep's search history (engine/history.py)
     f"search_gen_state-{SESSION}.json",
 )
 
 
 def _save(folder: Path, trials: int) -> None:
-    """One save as Ray writes it: a JSON experiment state, and pickles."""
+    """One save as Ray writes it: JSON experiment state and search history, a pickle."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / NAMES[0]).write_text(json.dumps({"trial_data": [["{}", "{}"]] * trials}))
-    (folder / NAMES[1]).write_bytes(pickle.dumps({"trials": list(range(trials))}))
+    (folder / NAMES[1]).write_text(json.dumps({"format": 1, "trials": list(range(trials))}))
     (folder / NAMES[2]).write_bytes(pickle.dumps({"counter": trials}))
 
 
@@ -52,8 +52,9 @@ def test_intact_state_is_left_alone(tune_dir):
     [
         (NAMES[0], "truncate", "cut short or corrupt (not valid JSON"),
         (NAMES[0], "delete", "missing"),
-        (NAMES[1], "truncate", "an incomplete pickle"),
+        (NAMES[1], "truncate", "cut short or corrupt (not valid JSON"),
         (NAMES[1], "delete", "missing"),
+        (NAMES[2], "truncate", "an incomplete pickle"),
         (NAMES[2], "empty", "empty"),
     ],
 )

@@ -23,12 +23,21 @@ pytestmark = pytest.mark.slow
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy-sweep"
 
 
-def test_old_layout_sweep_resumes_to_completion(tmp_path, capsys, ray_stops):
+def test_old_layout_sweep_resumes_to_completion(tmp_path, capsys, caplog, ray_stops):
     sweep = tmp_path / "results" / "legacy"
     shutil.copytree(FIXTURE, sweep)
+    # How the sweep runs may change between nights: trials at once (applied, listed).
+    shutil.copy(sweep / "space.yaml", sweep / "space.original.yaml")
+    edited = (sweep / "space.yaml").read_text().replace("max_concurrent: 1", "max_concurrent: 2")
+    (sweep / "space.yaml").write_text(edited)
+    args = ["resume", str(sweep), "--results", str(tmp_path / "results")]
+    # Written before ftsweep signed its state: refused until trusted once.
+    assert main(args) == 2
+    assert "--trust-results" in capsys.readouterr().err
     # In this process, as `ftsweep resume` runs it (it starts Ray here).
-    done = main(["resume", str(sweep), "--results", str(tmp_path / "results")])
+    done = main([*args, "--trust-results"])
     assert done == 0, capsys.readouterr().err[-3000:]
+    assert "applying search.max_concurrent: 1 -> 2" in caplog.text
     board = pd.read_csv(sweep / "leaderboard.csv")
     assert len(board) == 2  # the planned trials, the one the old run created among them
     assert "9a5998b4" in set(board["trial_id"].astype(str))

@@ -1,0 +1,75 @@
+"""One driver per sweep folder.
+
+The accidents: the same `ftsweep run` started twice (two terminals, a
+scheduler's retry) 0.5 s apart wrote both sweeps into one folder, 8 trial
+folders for 4 planned; `ftsweep resume` beside the live run trained the same
+trials twice. Now the second run gets NAME-2, and a resume beside a live
+driver stops with exit 2 naming it.
+
+Two drivers here are two processes in `run`'s first step (prepare_sweep:
+the folder is claimed there, before Ray starts), holding their folders as a
+running sweep does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from search.outputs.lock import Held, try_lock
+from tests.conftest import FAST, REPO, ftsweep
+
+DRIVER = """
+import sys, time
+from pathlib import Path
+from search.sweep import prepare_sweep
+space, folder = prepare_sweep(Path(sys.argv[1]), Path(sys.argv[2]), {})
+print(folder.name, flush=True)
+time.sleep(120)  # a sweep running
+"""
+
+
+def _driver(space: Path, results: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(space), str(results)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def test_two_runs_at_once_get_two_folders_and_a_resume_beside_them_is_refused(tmp_path):
+    space = tmp_path / "t.yaml"
+    space.write_text(FAST)
+    results = tmp_path / "results"
+    first = _driver(space, results)
+    time.sleep(0.5)
+    second = _driver(space, results)
+    try:
+        assert first.stdout is not None and second.stdout is not None
+        assert sorted([first.stdout.readline().strip(), second.stdout.readline().strip()]) == [
+            "t",
+            "t-2",
+        ]
+        resumed = ftsweep("resume", str(results / "t"), timeout=120)
+        assert resumed.returncode == 2, resumed.stderr[-3000:]
+        assert "another driver is running this sweep (pid " in resumed.stderr
+        assert "Traceback" not in resumed.stderr
+    finally:
+        for driver in (first, second):
+            driver.kill()
+            driver.communicate(timeout=30)
+    # Its driver gone (however it ended), the folder is free to resume.
+    try_lock(results / "t").close()
+
+
+def test_the_lock_names_its_holder_and_ends_with_it(tmp_path):
+    held = try_lock(tmp_path)
+    with pytest.raises(Held, match=r"pid \d+ on .+ running since"):
+        try_lock(tmp_path)
+    held.close()  # as the process's end would
+    try_lock(tmp_path).close()
