@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench bench-frozen bench-faults clean
+.PHONY: demo test lint constraints bench bench-frozen bench-faults clean
 
 # --no-compile: pip would byte-compile every module of torch and ray up front
 # (about 35 s of the install); Python compiles the ones imported, once.
@@ -18,11 +18,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
 
+# The exact tested set (pyproject.toml gives ranges).
+CONSTRAINTS := constraints.txt
+
 # torch and torchvision first and on their own, so pip takes the pinned
 # builds rather than resolving them through ray's dependency tree.
-$(STAMP): $(BIN)/python pyproject.toml
-	$(PIP_INSTALL) torch==2.14.1 torchvision==0.29.1
-	$(PIP_INSTALL) -e '.[test]'
+$(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(PIP_INSTALL) -c $(CONSTRAINTS) torch torchvision
+	$(PIP_INSTALL) -c $(CONSTRAINTS) -e '.[test]'
+	$(BIN)/pip check
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -44,6 +48,18 @@ bench-frozen: $(STAMP)
 
 bench-faults: $(STAMP)
 	$(BIN)/python -m benchmarks.faults
+
+# A fresh venv resolved within pyproject.toml's ranges (the newest releases
+# they admit), frozen into constraints.txt: run the suite on it, then commit.
+constraints:
+	rm -rf /tmp/ftsweep-constraints
+	$(PYTHON) -m venv /tmp/ftsweep-constraints
+	/tmp/ftsweep-constraints/bin/pip install --quiet --no-compile --upgrade pip
+	/tmp/ftsweep-constraints/bin/pip install --quiet --no-compile '.[test,mlflow]'
+	{ sed -n '1,3p' $(CONSTRAINTS); /tmp/ftsweep-constraints/bin/pip freeze --exclude-editable \
+		| grep -v '^ftsweep'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf /tmp/ftsweep-constraints
 
 clean:
 	rm -rf $(VENV) results/*/

@@ -59,7 +59,8 @@ from trainables.scan import SCAN_FILE, problems_frame
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "spaces" / "quickstart.yaml"
+# Package data (also the repository's spaces/, a link to search/spaces/).
+DEFAULT_SPACE = Path(__file__).resolve().parent / "spaces" / "quickstart.yaml"
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from importlib.metadata import version
 from trainables.errors import UserError
 
 # Versions this release of ftsweep was tested with: [lowest, first unsupported).
-RAY_SUPPORTED = ("2.54", "3")
-OPTUNA_SUPPORTED = ("4.0", "6")
+RAY_SUPPORTED = ("2.57", "2.61")
+OPTUNA_SUPPORTED = ("4.0", "5.2")
 
 
 def problems() -> list[str]:

@@ -34,7 +34,7 @@ def test_a_missing_internal_stops_run_with_the_versions(monkeypatch, write_space
         code = main(["run", str(space), "--results", str(tmp_path / "results")])
         assert code == 2
         err = capsys.readouterr().err
-        assert "ftsweep supports ray >=2.54,<3" in err and "Traceback" not in err
+        assert "ftsweep supports ray >=2.57,<2.61" in err and "Traceback" not in err
         assert not (tmp_path / "results").exists()  # nothing started
     finally:
         probe.check.cache_clear()
