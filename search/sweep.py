@@ -27,6 +27,7 @@ from search.engine.tuner import (
 )
 from search.model.export import export_trial, replace_folder
 from search.outputs import versions
+from search.outputs.disk import disk_full_error, raise_if_disk_full, requeue_disk_full
 from search.outputs.drawing import draw_outputs
 from search.outputs.edits import check_edits
 from search.outputs.layout import (
@@ -206,6 +207,8 @@ def _resume(
     if not is_uri(experiment):
         experiment = str(Path(experiment).resolve())
     prepare_resume(experiment, trusted=trust_results)  # repaired, verified, rebased
+    if not is_uri(experiment):
+        requeue_disk_full(Path(experiment))  # trials a full disk stopped go on
     if not can_restore(experiment):
         raise UserError(
             "no Ray Tune experiment state to resume from (the sweep never started its "
@@ -257,8 +260,9 @@ def _connect(space: Space, sweep_dir: Path, address: str | None, build: Any, ver
 def _fit(
     tuner: Any, sweep_dir: Path, space: Space, verbose: bool, mlflow: str | None
 ) -> SweepResult:
-    """Runs the Tuner; SIGTERM stops it as cleanly as Ctrl-C (Ray handles SIGINT)."""
-    set_callbacks(tuner, space, sweep_dir, verbose=verbose, mlflow_uri=mlflow)
+    """Runs the Tuner; SIGTERM stops it as cleanly as Ctrl-C (Ray handles SIGINT), and
+    so does a full disk (engine/disk_guard.py), which then ends with exit 2."""
+    guard = set_callbacks(tuner, space, sweep_dir, verbose=verbose, mlflow_uri=mlflow)
     sign_tuner(f"{experiment_root(sweep_dir)}/{TUNE_DIR}")  # each save: StateBackup
     # Ray saves its experiment state (what resume reads) at most every 10 s by
     # default; more often keeps what a killed driver loses to about one epoch.
@@ -270,9 +274,18 @@ def _fit(
     try:
         with ray_output(verbose=verbose):
             tuner.fit()
+    except Exception as exc:  # a write of Ray's own failed for lack of space
+        raise_if_disk_full(exc, sweep_dir)  # its last state save stays: resume goes on
+        raise
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
+    if guard is not None and guard.stopped:
+        try:  # the leaderboard so far, while it fits
+            finish_sweep(sweep_dir, interrupted=True)
+        except OSError as exc:
+            log.warning("could not write the sweep's outputs: %s", exc)
+        raise disk_full_error(sweep_dir, guard.stopped)
     # After Ctrl-C Ray's fit() returns normally; its saved state still lists
     # the trials that were running.
     unfinished = {"RUNNING", "PAUSED", "PENDING"} & set(ray_statuses(sweep_dir).values())

@@ -10,20 +10,22 @@ holding a list of faults::
 ``trial`` is the trial's number in the order trials first started, from 0
 (kept in ``<file>.trials``); ``epoch`` the epoch whose report fails (after it
 was trained, before its checkpoint is saved; 0 fails the trial as it starts);
-``error`` is ``transient`` (a RuntimeError) or ``oom`` (torch.OutOfMemoryError,
-as CUDA raises it); ``times`` how often it fires (default: every time).
+``error`` is ``transient`` (a RuntimeError), ``oom`` (torch.OutOfMemoryError,
+as CUDA raises it) or ``disk_full`` (the OSError of a checkpoint that finds
+no space left); ``times`` how often it fires (default: every time).
 Firings are counted in ``<file>.fired``, so a retry in another process sees them.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
 from pathlib import Path
 
 INJECT_ENV = "FTSWEEP_INJECT_FAULTS"
-FAULT_KINDS = ("transient", "oom")
+FAULT_KINDS = ("transient", "oom", "disk_full")
 
 
 class TrialOutOfMemoryError(RuntimeError):
@@ -74,6 +76,10 @@ def maybe_inject(trial_id: str, epoch: int) -> None:
             raise torch.OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 2.00 GiB (injected by "
                 f"{INJECT_ENV} at epoch {epoch})"
+            )
+        if fault["error"] == "disk_full":
+            raise OSError(
+                errno.ENOSPC, f"No space left on device (injected by {INJECT_ENV} at epoch {epoch})"
             )
         raise RuntimeError(f"injected transient fault at epoch {epoch} ({INJECT_ENV})")
 

@@ -4,6 +4,7 @@ outputs/ray_files.py for Ray's saved files, and the trainable Ray runs).
 Modules: tuner (Tuner, trainable, callbacks, output), searcher (Optuna's
 define-by-run space, samplers, the pruning-aware OptunaSearch), asha (ASHA
 whose rungs survive a resume), state_backup (a copy of each state save),
+disk_guard (a full disk stops the sweep like Ctrl-C),
 cluster (start or join Ray, check every node), progress (the compact view),
 tracking (TensorBoard, MLflow), importance (Optuna's fANOVA), probe (checks
 everything below at start-up).
@@ -40,6 +41,11 @@ Ray Tune private attributes
 - ``StorageContext.experiment_fs_path`` / ``experiment_driver_staging_path``
   and a trial's ``.storage`` (asha, state_backup); ``Callback.get_state``
   called at the end of each experiment-state save (state_backup).
+- ``tune.run`` handles SIGUSR1 as it does Ctrl-C (ends the loop, saves the
+  state, leaves unfinished trials resumable) and ``Trial.error_file`` is
+  written before ``on_trial_recover``/``on_trial_error`` are called
+  (disk_guard: a full disk stops the sweep; probed through
+  ``_setup_signal_catching``'s source).
 
 Ray's saved files (outputs/ray_files.py reads and edits them)
 - tune/experiment_state-S.json: ``trial_data`` entries [trial JSON with

@@ -65,6 +65,7 @@ def _checks() -> list[tuple[str, Callable[[], bool]]]:
         ("SearchGenerator.get_state keys counter/total_samples/finished/experiment", _generator),
         ("StorageContext's experiment_fs_path/experiment_driver_staging_path", _storage),
         ("Callback.get_state", _callback),
+        ("tune.run ends like Ctrl-C on SIGUSR1, and Trial.error_file", _stop_signal),
     ]
 
 
@@ -167,3 +168,11 @@ def _callback() -> bool:
     from ray.tune import Callback
 
     return callable(getattr(Callback, "get_state", None))
+
+
+def _stop_signal() -> bool:
+    from ray.tune import tune as tune_run
+    from ray.tune.experiment import Trial
+
+    source = inspect.getsource(tune_run._setup_signal_catching)
+    return "SIGUSR1" in source and isinstance(inspect.getattr_static(Trial, "error_file"), property)

@@ -236,6 +236,8 @@ class PruningOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        if trial_id in self._completed_trials and trial_id in self._ray_ids.values():
+            return  # a restored trial, told at its last epoch (on_trial_result)
         stopped_early = (
             result is not None and result.get(EPOCH, self._max_epochs) < self._max_epochs
         )

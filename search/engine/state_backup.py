@@ -39,11 +39,20 @@ class StateBackup(Callback):
 
     def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
         if self._staging is None and trials:
-            storage = trials[0].storage
-            self._staging = Path(storage.experiment_driver_staging_path)
-            experiment = Path(storage.experiment_fs_path)
-            if experiment.is_dir():  # a local results folder (not object storage)
-                self._experiment = experiment
+            self._locate(trials[0])
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        # A sweep stopped in its first step (Ctrl-C, a full disk) saves its
+        # state once, after that step added its trials: sign that save too.
+        if self._staging is None and trials:
+            self._locate(trials[0])
+
+    def _locate(self, trial: Any) -> None:
+        storage = trial.storage
+        self._staging = Path(storage.experiment_driver_staging_path)
+        experiment = Path(storage.experiment_fs_path)
+        if experiment.is_dir():  # a local results folder (not object storage)
+            self._experiment = experiment
 
     def get_state(self) -> dict | None:
         if self._staging is None:

@@ -17,6 +17,7 @@ from ray.tune.logger import TBXLoggerCallback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from search.engine.asha import ResumableASHA
+from search.engine.disk_guard import DiskGuard
 from search.engine.progress import SweepProgress
 from search.engine.searcher import DefineByRun, PruningOptunaSearch, SamplerRecipe
 from search.engine.state_backup import StateBackup
@@ -144,9 +145,10 @@ def set_callbacks(
     *,
     verbose: bool = False,
     mlflow_uri: str | None = None,
-) -> None:
+) -> DiskGuard | None:
     """The progress view (or Ray's own tables with ``verbose``), TensorBoard's
-    and MLflow's loggers.
+    and MLflow's loggers, the state backup and the disk guard (returned; None
+    for a Ray Client connection).
 
     Set on the run config just before ``fit``, for a new and a restored Tuner
     alike (a restored one brings back the callbacks pickled when it was
@@ -154,13 +156,15 @@ def set_callbacks(
     """
     local = tuner._local_tuner  # None only for a Ray Client connection (ray://)
     if local is None:
-        return
+        return None
     run_config = local.get_run_config()
-    ours = (SweepProgress, TBXLoggerCallback, MLflowLoggerCallback, StateBackup)
+    ours = (SweepProgress, TBXLoggerCallback, MLflowLoggerCallback, StateBackup, DiskGuard)
     callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, ours)]
     callbacks += tracking_callbacks(space, sweep_dir, mlflow_uri)
     # Where the experiment is now (it may have moved since the Tuner was pickled).
     callbacks.append(StateBackup(f"{experiment_root(sweep_dir)}/{TUNE_DIR}"))
+    guard = DiskGuard(sweep_dir)
+    callbacks.append(guard)
     run_config.verbose = None if verbose else 0  # None: Ray's default output
     if not verbose:
         sched = space.search.scheduler
@@ -178,6 +182,7 @@ def set_callbacks(
             )
         )
     run_config.callbacks = callbacks
+    return guard
 
 
 def plan(space: Space) -> str:

@@ -31,3 +31,13 @@ def clock_time() -> str:
 def short_value(value: object) -> str:
     """A sampled value on a status line: floats to 3 significant digits."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def size_text(num_bytes: float) -> str:
+    """A size in bytes as people read it: 812 KiB, 37.5 MiB, 2.1 GiB."""
+    value = max(0.0, float(num_bytes))
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit in ("B", "KiB") else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

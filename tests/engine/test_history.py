@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import pickle
 import shutil
 from pathlib import Path
@@ -124,6 +125,24 @@ def test_no_optuna_object_is_pickled_and_the_study_comes_back(write_space, tmp_p
     # The start_from point that was waiting is proposed next; then the sampler's own.
     assert _point(resumed.suggest("f")) == START[-1]
     assert resumed.suggest("g")["lr"] not in {t.params.get("lr") for t in before}
+
+
+def test_a_restored_trial_is_told_once_though_ray_also_reports_its_end(
+    write_space, tmp_path, caplog
+):
+    """Told at its last epoch (on_trial_result); Ray's on_trial_complete after
+    that changes nothing and warns of nothing."""
+    first = _midway(write_space, tmp_path)
+    resumed = pickle.loads(pickle.dumps(first))
+    resumed.restore_from_dir(str(tmp_path))
+    _report(resumed, "d", 0.4, 0.45, 0.7)
+    count = len(resumed._ot_study.trials)
+    with caplog.at_level(logging.WARNING):
+        resumed.on_trial_complete("d", {M: 0.7, STEP: 3, EPOCH: 3})
+    assert len(resumed._ot_study.trials) == count
+    assert "additional completion" not in caplog.text
+    ended = [t for t in resumed._ot_study.trials if t.params == first._ot_study.trials[3].params]
+    assert [(t.state, t.value) for t in ended] == [(State.COMPLETE, 0.7)]
 
 
 def test_an_errored_trial_run_again_is_told_its_new_result(write_space, tmp_path):
