@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint constraints bench bench-frozen bench-faults clean
+.PHONY: demo test lint constraints bench bench-frozen bench-faults gpu-check clean
 
 # --no-compile: pip would byte-compile every module of torch and ray up front
 # (about 35 s of the install); Python compiles the ones imported, once.
@@ -53,6 +53,11 @@ bench-frozen: $(STAMP)
 
 bench-faults: $(STAMP)
 	$(RUN) $(BIN)/python -m benchmarks.faults
+
+# The GPU path in one run (under 8 minutes on one GPU): pass/fail per item in
+# benchmarks/results/gpu-check-<gpu>.md. The first thing to run on a GPU machine.
+gpu-check: $(STAMP)
+	$(RUN) $(BIN)/python -m benchmarks.gpu_check
 
 # A fresh venv resolved within pyproject.toml's ranges (the newest releases
 # they admit), frozen into constraints.txt: run the suite on it, then commit.

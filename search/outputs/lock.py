@@ -76,6 +76,26 @@ def _describe(text: str) -> str:
         return "another ftsweep process"
 
 
+def driver_of(sweep_dir: Path) -> str | None:
+    """Who drives the sweep now (as ``Held.holder`` says it), or None: no driver.
+
+    Asks for a shared lock and gives it back at once: a driver starting in
+    that instant would find the folder held and go to NAME-2 (run) or be
+    refused (resume), which is why only ``status`` asks.
+    """
+    try:
+        handle = open(sweep_dir / LOCK_FILE)  # noqa: SIM115 (closed below, either way)
+    except OSError:
+        return None  # never driven since locks came in, or unreadable
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _describe(handle.read())
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 _HELD: dict[Path, IO[str]] = {}  # folders this process claimed (claim_free), by path
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from search.outputs.layout import LEADERBOARD_FILE, STATUSES
 from search.outputs.leaderboard import build_leaderboard, open_sweep
+from search.outputs.lock import driver_of
 from search.outputs.ray_files import ray_statuses
 from search.outputs.storage import tune_dir
 from search.outputs.text import clock_time, duration, short_value
@@ -65,6 +66,9 @@ def describe_status(sweep_dir: Path) -> list[str]:
 
 
 def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> list[str]:
+    driver = driver_of(sweep_dir)  # the folder's lock (lock.py)
+    if driver is not None:
+        return [f"running now: {driver}", "resumable: not while that driver runs the sweep"]
     states = sorted(tune_dir(sweep_dir).glob("experiment_state-*.json"))
     if not states:
         return ["resumable: no (no Ray Tune state yet); start it with `ftsweep run`"]
@@ -85,8 +89,6 @@ def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> lis
                 "last checkpoint"
             )
         return lines
-    if age < 120:
-        lines.append("the sweep may still be running (its state was saved in the last 2 minutes)")
     epochs = ", ".join(
         f"{row.trial_id} from epoch {_epochs(row)}" for row in unfinished.itertuples()
     )

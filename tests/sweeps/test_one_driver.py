@@ -60,11 +60,18 @@ def test_two_runs_at_once_get_two_folders_and_a_resume_beside_them_is_refused(tm
         assert main(["resume", str(results / "t")]) == 2
         err = capsys.readouterr().err
         assert "another driver is running this sweep (pid " in err and "Traceback" not in err
+        # status names the live driver rather than guessing from the state's age.
+        assert main(["status", str(results / "t")]) == 0
+        out = capsys.readouterr().out
+        assert "running now: pid " in out and "`ftsweep " in out, out
+        assert "resumable: not while that driver runs" in out
     finally:
         for driver in (first, second):
             driver.kill()
             driver.communicate(timeout=30)
     # Its driver gone (however it ended), the folder is free to resume.
+    assert main(["status", str(results / "t")]) == 0
+    assert "running now" not in capsys.readouterr().out
     try_lock(results / "t").close()
 
 
