@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check search trainables tests benchmarks
 	$(BIN)/ruff format --check search trainables tests benchmarks
 	$(BIN)/mypy search trainables
+	$(BIN)/deptry .
 
 bench: $(STAMP)
 	$(RUN) $(BIN)/python -m benchmarks.bench
