@@ -52,6 +52,7 @@ from search.outputs.storage import (
     stored_sweep,
     write_storage,
 )
+from search.outputs.text import spreadsheet_safe
 from search.space.loader import Space, load_space
 from trainables.data import write_split
 from trainables.errors import UserError
@@ -106,7 +107,7 @@ def prepare_sweep(
     space.dump(sweep_dir / ORIGINAL_SPACE_FILE)  # what a resume compares space.yaml with
     versions.record(sweep_dir)
     if split.problems:  # what the data scan left out, and why
-        problems_frame(split.problems).to_csv(sweep_dir / SCAN_FILE, index=False)
+        spreadsheet_safe(problems_frame(split.problems)).to_csv(sweep_dir / SCAN_FILE, index=False)
     write_split(split.frame, sweep_dir / SPLIT_FILE)
     return space, sweep_dir
 
@@ -303,7 +304,7 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
 
     space = load_space(sweep_dir / SPACE_FILE)
     frame = build_leaderboard(sweep_dir, finished=not interrupted)
-    frame.to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
+    spreadsheet_safe(frame).to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
     best_dir = None
     finalists: list[dict[str, Any]] = []
     if frame[f"best_{space.trial.metric}"].notna().any() if len(frame) else False:
@@ -311,7 +312,7 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
             finalists = test_finalists(sweep_dir, frame, space)
             if finalists:  # the leaderboard gains their test columns
                 frame = build_leaderboard(sweep_dir, finished=True)
-                frame.to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
+                spreadsheet_safe(frame).to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
         staging = sweep_dir / f".{BEST_DIR}.partial"
         export_trial(sweep_dir, staging, finalists=finalists)
         best_dir = sweep_dir / BEST_DIR

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as F
 
 from trainables.errors import UserError
-from trainables.scan import Problem, apply_policy, scan_class_folders
+from trainables.scan import Problem, Seen, apply_policy, scan_class_folders
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def prepare_image(image: Image.Image | torch.Tensor, image_size: int) -> torch.T
     uint8 RGB tensor.
     """
     if isinstance(image, Image.Image):
-        tensor = F.pil_to_tensor(image.convert("RGB"))
+        tensor = F.pil_to_tensor(to_rgb(image))
     else:
         tensor = image
         if tensor.dtype != torch.uint8:
@@ -172,6 +172,22 @@ def prepare_image(image: Image.Image | torch.Tensor, image_size: int) -> torch.T
             tensor = tensor.expand(3, -1, -1)
     tensor = F.resize(tensor, [image_size], antialias=True)
     return F.center_crop(tensor, [image_size, image_size]).contiguous()
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB as the camera meant it: EXIF orientation applied (a phone's
+    portrait photo is stored sideways with a tag), 16- and 32-bit grey scaled
+    to 8 bits (``convert`` clips them, so a 16-bit PNG turned all white)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":  # floats: 0..1 where the file says so, else their range
+            top = 1.0 if values.max(initial=0.0) <= 1.0 else values.max()
+        else:  # integers: 16 bits, unless an "I" image only holds 8
+            top = 255.0 if image.mode == "I" and values.max(initial=0.0) <= 255 else 65535.0
+        grey = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(grey)
+    return image.convert("RGB")
 
 
 def _digits_items() -> pd.DataFrame:
@@ -200,10 +216,11 @@ def _digit_image(pixels: np.ndarray, item: str, image_size: int) -> torch.Tensor
 def _presplit(
     root: Path, val_fraction: float, test_fraction: float, seed: int, bad_files: str
 ) -> Split:
-    scans = {"train": scan_class_folders(root / "train", root)}
+    seen = Seen(root.resolve())  # no file in two splits, however linked
+    scans = {"train": scan_class_folders(root / "train", root, seen=seen)}
     for split in ("val", "test"):
         if (root / split).is_dir():
-            scans[split] = scan_class_folders(root / split, root)
+            scans[split] = scan_class_folders(root / split, root, seen=seen)
     problems = [p for scan in scans.values() for p in scan.problems]
     apply_policy(problems, bad_files, str(root))
     parts = {split: scan.items for split, scan in scans.items()}

@@ -12,9 +12,17 @@ class UserError(Exception):
     """
 
     def __init__(self, message: str, location: str | None = None) -> None:
+        message, location = _capped(message, 2000), location and _capped(location, 500)
         super().__init__(message)
         self.message = message
         self.location = location
 
     def __str__(self) -> str:
         return f"{self.location}: {self.message}" if self.location else self.message
+
+
+def _capped(text: str, limit: int) -> str:
+    """A paragraph stays a paragraph, whatever value a message quotes."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 60]} ... ({len(text) - limit + 60:,} characters left out)"

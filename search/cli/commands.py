@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from search.cli.parser import OVERRIDES, build_parser
 from search.outputs.layout import LEADERBOARD_FILE, REPORT_FILE
+from search.outputs.text import spreadsheet_safe
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ def predict(args: argparse.Namespace) -> int:
     files = collect_images(args.images)
     frame = predict_files(model, files, top_k=args.top_k, batch_size=args.batch_size)
     if args.out:
-        frame.to_csv(args.out, index=False)
+        spreadsheet_safe(frame).to_csv(args.out, index=False)
         print(f"{len(frame)} predictions written to {args.out}")
     else:
         print(frame.drop(columns="error").to_string(index=False))

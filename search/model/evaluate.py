@@ -35,6 +35,7 @@ from search.outputs.layout import (
     SPACE_FILE,
     SPLIT_FILE,
 )
+from search.outputs.text import spreadsheet_safe
 from search.space.loader import load_space
 from trainables.data import classes_of, decode_split, read_split
 from trainables.errors import UserError
@@ -117,9 +118,9 @@ def evaluate_model(
     out = Path(out_dir) if out_dir is not None else Path(model_dir) / EVALUATION_DIR
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    per_class.to_csv(out / PER_CLASS_FILE, index=False)
-    confusion.to_csv(out / CONFUSION_FILE)
-    predictions.to_csv(out / PREDICTIONS_FILE, index=False)
+    spreadsheet_safe(per_class).to_csv(out / PER_CLASS_FILE, index=False)
+    spreadsheet_safe(confusion).to_csv(out / CONFUSION_FILE)
+    spreadsheet_safe(predictions).to_csv(out / PREDICTIONS_FILE, index=False)
     from search.outputs.confusion import plot_confusion
 
     plot_confusion(confusion, out / CONFUSION_PLOT, title=f"{Path(model_dir).name} on {where}")

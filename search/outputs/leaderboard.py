@@ -25,6 +25,7 @@ from search.outputs.ray_files import (
     read_json,
     read_trials,
 )
+from search.outputs.text import spreadsheet_safe
 from search.space.loader import Space, load_space
 from search.space.params import walk
 from trainables import hparams as hp
@@ -160,7 +161,7 @@ def pareto_mask(frame: pd.DataFrame, metric: str, mode: str, cost: str = "latenc
 def render(frame: pd.DataFrame, fmt: str) -> str:
     """The leaderboard as text: an aligned table, CSV, Markdown or JSON."""
     if fmt == "csv":
-        return frame.to_csv(index=False)
+        return spreadsheet_safe(frame).to_csv(index=False)
     if fmt == "json":
         return frame.to_json(orient="records", indent=2, double_precision=15)
     shown = frame.drop(columns=["checkpoint", "started_at", "ended_at"], errors="ignore")

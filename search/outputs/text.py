@@ -7,6 +7,7 @@ these, so a duration reads the same wherever the user meets it.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 
 def duration(seconds: float) -> str:
@@ -41,3 +42,29 @@ def size_text(num_bytes: float) -> str:
             return f"{value:.0f} {unit}" if unit in ("B", "KiB") else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: Any) -> Any:
+    """A copy of a table whose text cells (and names) cannot run as formulas.
+
+    A cell that starts with = + - @, a tab or a carriage return is run by
+    Excel, LibreOffice and Google Sheets as a formula (a class folder named
+    ``=cmd|' /C calc'!A0`` would be): it gets a leading ``'``, as OWASP
+    advises. Numbers are left alone (-0.5 stays a number).
+    """
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+            return "'" + value
+        return value
+
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype.kind == "O":  # object, or pandas 3's str
+            safe[column] = safe[column].map(cell)
+    safe.columns = safe.columns.map(cell)
+    safe.index = safe.index.map(cell)  # keeps the index's name
+    return safe

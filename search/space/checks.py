@@ -103,13 +103,7 @@ def check_resources(resources: ResourcesSpec, raw: LocatedDict, loc: Located) ->
     section = raw.get("resources") or LocatedDict()
     if resources.cpus <= 0:
         raise loc.error(section, "cpus", "resources.cpus", "cpus per trial must be > 0")
-    if resources.gpus < 0 or (resources.gpus > 1 and not float(resources.gpus).is_integer()):
-        raise loc.error(
-            section,
-            "gpus",
-            "resources.gpus",
-            "gpus per trial is a fraction of one GPU (0.25, 0.5) or a whole number",
-        )
+    # resources.gpus: between 0 and 1 (bounds.py)
 
 
 def check_models(params: tuple[Param, ...], loc: Located, section: Any) -> None:

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from search.space.bounds import check_bound, check_finite
 from search.space.checks import check_data, check_models, check_resources, start_point
 from search.space.params import Located, Param, parse_params
 from search.space.spec import (
@@ -102,6 +103,7 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Spa
             node = node.setdefault(part, LocatedDict())
         node[key] = value
     loc = Located(str(path))
+    check_finite(raw, loc)  # .inf and .nan anywhere, before any value is used
     _check_keys(raw, _TOP, loc, "")
     if "space" not in raw:
         raise loc.error(raw, None, "space", "the file has no space: section")
@@ -150,6 +152,7 @@ def _section(parent: Any, name: str, loc: Located, path: str | None = None) -> d
         out[key] = default
         if key in mapping:
             out[key] = _typed(mapping[key], kind, mapping, key, loc, f"{path}.{key}")
+            check_bound(out[key], f"{path}.{key}", mapping, key, loc)
     return out
 
 

@@ -131,7 +131,11 @@ BAD = [
     ("space:\n  backbone: resnet18\ntrial:\n  metric: accuracy\n", "unknown metric 'accuracy'", 4),
     ("space:\n  backbone: resnet18\ntrial:\n  metric: val_loss\n  mode: max\n", "mode: min", 5),
     ("space:\n  backbone: resnet18\ntrial:\n  precision: fp8\n", "precision must be one of", 4),
-    ("space:\n  backbone: resnet18\ntrial:\n  max_failures: -1\n", "max_failures must be 0", 4),
+    (
+        "space:\n  backbone: resnet18\ntrial:\n  max_failures: -1\n",
+        "max_failures must be between 0",
+        4,
+    ),
     (
         "data:\n  source: digits\n  bad_files: ignore\nspace:\n  backbone: resnet18\n",
         "bad_files must be one of skip, fail",
