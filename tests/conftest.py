@@ -126,3 +126,24 @@ def saved_progress(sweep: Path) -> dict[str, tuple[str, int]]:
         return progress
     except (IndexError, KeyError, ValueError, OSError):
         return {}
+
+
+def model_folder(folder: Path, classes: list[str]) -> Path:
+    """An exported model folder (untrained resnet18 at 16 px), as `export` writes one."""
+    import safetensors.torch
+
+    from trainables.models import build_model
+
+    folder.mkdir()
+    network = build_model("resnet18", len(classes), image_size=16)
+    weights = {k: v.contiguous() for k, v in network.state_dict().items()}
+    safetensors.torch.save_file(weights, str(folder / "model.safetensors"))
+    description = {
+        "format_version": 1,
+        "backbone": "resnet18",
+        "head": {"hidden": 0, "dropout": 0.0},
+        "classes": classes,
+        "image_size": 16,
+    }
+    (folder / "model.json").write_text(json.dumps(description))
+    return folder

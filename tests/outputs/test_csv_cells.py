@@ -10,34 +10,16 @@ are left as they are.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pandas as pd
-import safetensors.torch
 from PIL import Image
 
 from search.cli import main
 from search.outputs.text import spreadsheet_safe
-from trainables.models import build_model
+from tests.conftest import model_folder
 
 CLASSES = ["=1+1", "@SUM(1)", "+CALC()", "-2+3"]
-
-
-def _model(folder: Path) -> Path:
-    folder.mkdir()
-    network = build_model("resnet18", len(CLASSES), image_size=16)
-    weights = {k: v.contiguous() for k, v in network.state_dict().items()}
-    safetensors.torch.save_file(weights, str(folder / "model.safetensors"))
-    description = {
-        "format_version": 1,
-        "backbone": "resnet18",
-        "head": {"hidden": 0, "dropout": 0.0},
-        "classes": CLASSES,
-        "image_size": 16,
-    }
-    (folder / "model.json").write_text(json.dumps(description))
-    return folder
 
 
 def _cells(path: Path) -> list[str]:
@@ -46,7 +28,7 @@ def _cells(path: Path) -> list[str]:
 
 
 def test_no_cell_of_evaluate_or_predict_starts_a_formula(tmp_path, capsys):
-    model = _model(tmp_path / "model")
+    model = model_folder(tmp_path / "model", CLASSES)
     data = tmp_path / "data"
     for i, name in enumerate(CLASSES):
         (data / name).mkdir(parents=True)

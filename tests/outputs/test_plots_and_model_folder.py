@@ -8,7 +8,6 @@ import pickle
 from pathlib import Path
 
 import pytest
-import safetensors.torch
 from PIL import Image
 
 from search.engine.importance import parameter_importance
@@ -17,8 +16,8 @@ from search.outputs.leaderboard import build_leaderboard, pareto_mask
 from search.outputs.plots import PLOTS, plot_sweep
 from search.outputs.report import write_report
 from search.space.loader import load_space
+from tests.conftest import model_folder
 from trainables.errors import UserError
-from trainables.models import build_model
 
 
 class _Exploit:
@@ -32,19 +31,7 @@ class _Exploit:
 
 
 def _model_folder(folder: Path) -> Path:
-    folder.mkdir()
-    network = build_model("resnet18", 3, image_size=16)
-    weights = {k: v.contiguous() for k, v in network.state_dict().items()}
-    safetensors.torch.save_file(weights, str(folder / "model.safetensors"))
-    description = {
-        "format_version": 1,
-        "backbone": "resnet18",
-        "head": {"hidden": 0, "dropout": 0.0},
-        "classes": ["a", "b", "c"],
-        "image_size": 16,
-    }
-    (folder / "model.json").write_text(json.dumps(description))
-    return folder
+    return model_folder(folder, ["a", "b", "c"])
 
 
 def test_a_malicious_pickle_in_a_model_folder_is_refused(tmp_path):
