@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from search.engine import probe
-from search.engine.cluster import check_cluster, cluster_address, start_ray
+from search.engine.cluster import check_cluster, check_fits, cluster_address, start_ray
 from search.engine.tracking import mlflow_uri
 from search.engine.tuner import (
     build_tuner,
@@ -252,7 +252,8 @@ def _connect(space: Space, sweep_dir: Path, address: str | None, build: Any, ver
         quiet_optuna()
     if not on_cluster:
         prepare_data(setup)  # decoded once, here, before any trial starts
-    start_ray(address)
+    start_ray(address, verbose=verbose)
+    check_fits(space.resources, on_cluster=on_cluster, where=str(sweep_dir / SPACE_FILE))
     if on_cluster:  # a Ray started here is this one machine, whose data was just scanned
         check_cluster(setup, shared_storage=shared)
     return build(setup)

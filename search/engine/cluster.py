@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search.space.checks import unmet_resources
 from trainables.errors import UserError
 from trainables.faults import INJECT_ENV
 
 if TYPE_CHECKING:
+    from search.space.spec import ResourcesSpec
     from trainables.finetune import TrialSetup
 
 log = logging.getLogger(__name__)
@@ -37,12 +39,13 @@ def cluster_address(address: str | None) -> str | None:
     return None if found == "local" else found
 
 
-def start_ray(address: str | None) -> None:
+def start_ray(address: str | None, *, verbose: bool = False) -> None:
     """Starts Ray here, or connects to ``address`` (see cluster_address).
 
     The project's code travels to a cluster's workers in Ray's runtime
     environment (``py_modules``), so they need the dependencies installed,
-    not ftsweep itself.
+    not ftsweep itself. Starting Ray here, its own lines ("Started a local
+    Ray instance", the token-authentication notice) show with ``verbose`` only.
     """
     import ray
 
@@ -61,8 +64,11 @@ def start_ray(address: str | None) -> None:
             runtime_env["env_vars"] = env
     if address is not None:
         _check_answers(address)
+    if address is None and not verbose:
+        logging.getLogger(TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
     try:  # --address local: a new instance even where RAY_ADDRESS names a cluster
-        _init("local" if asked == "local" else address, runtime_env)
+        quiet = address is None and not verbose
+        _init("local" if asked == "local" else address, runtime_env, quiet=quiet)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
         if address is None:
             raise
@@ -107,10 +113,19 @@ def _check_answers(address: str) -> None:
         ) from None
 
 
-def _init(address: str | None, runtime_env: dict[str, Any] | None) -> None:
+TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _init(address: str | None, runtime_env: dict[str, Any] | None, *, quiet: bool = False) -> None:
     import ray
 
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=True,
+        runtime_env=runtime_env,
+        logging_level=logging.WARNING if quiet else logging.INFO,
+    )
 
 
 def _token_refused(error: Exception) -> bool:
@@ -253,3 +268,29 @@ def cluster_nodes(address: str | None) -> list[dict[str, float]] | None:
         return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
     finally:
         ray.shutdown()
+
+
+def check_fits(resources: ResourcesSpec, *, on_cluster: bool, where: str) -> None:
+    """Before any trial starts: one trial's resources fit some node.
+
+    On the Ray started here, a trial that fits no node would wait forever:
+    exit 2. On a cluster it may be an autoscaling one that adds such a node
+    on demand, so the sweep goes on and says what it waits for.
+    """
+    import ray
+
+    nodes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    problem = unmet_resources(resources, nodes)
+    if problem is None:
+        return
+    if not on_cluster:
+        raise UserError(
+            f"{problem}: its trials would wait forever. Lower resources.cpus / resources.gpus "
+            "in the space file, or run on a cluster that has such a node (--address)",
+            f"{where} (resources)",
+        )
+    log.warning(
+        "%s: trials wait until the cluster adds such a node (an autoscaling cluster does); "
+        "if it cannot, stop with Ctrl-C and lower resources: in the space file",
+        problem,
+    )

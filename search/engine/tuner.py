@@ -34,6 +34,7 @@ from trainables.hparams import EPOCH
 log = logging.getLogger(__name__)
 
 NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"  # Ray Tune's switch between its two output engines
+SNAPSHOT_WARNING = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"  # 0: off
 CHECKPOINTS_KEPT = 2  # the best ones by the sweep's metric; Ray also keeps the latest
 
 
@@ -211,24 +212,28 @@ def ray_output(*, verbose: bool) -> Iterator[None]:
 
     Ray's newer output engine prints its experiment table even at verbose=0;
     its older one, at 0, prints nothing. Ray Tune's INFO log lines (where it
-    wrote its state) are kept at WARNING and up for the same time.
+    wrote its state) are kept at WARNING and up for the same time, and its
+    warning that state saves come often (three lines each time, on short
+    epochs, where ftsweep saves after each epoch on purpose) is off.
     """
     if verbose:
         yield
         return
-    previous = os.environ.get(NEW_OUTPUT)
+    switches = {NEW_OUTPUT: "0", SNAPSHOT_WARNING: "0"}
+    previous = {name: os.environ.get(name) for name in switches}
     tune_log = logging.getLogger("ray.tune")
     level = tune_log.level
-    os.environ[NEW_OUTPUT] = "0"
+    os.environ.update(switches)
     tune_log.setLevel(logging.WARNING)
     try:
         yield
     finally:
         tune_log.setLevel(level)
-        if previous is None:
-            os.environ.pop(NEW_OUTPUT, None)
-        else:
-            os.environ[NEW_OUTPUT] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def build_scheduler(space: Space) -> TrialScheduler:

@@ -14,6 +14,7 @@ from PIL import Image
 from search.preflight.costs import duration, time_trials
 from search.preflight.packing import suggest
 from search.preflight.weights import pretrained
+from search.space.checks import unmet_resources
 from search.space.expect import asha_epochs
 from search.space.loader import Space
 from search.space.params import Param, walk
@@ -86,6 +87,13 @@ def describe(
     )
     lines += packing(space, backbones)
     found = warnings(space, backbones)
+    here = [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
+    if (unmet := unmet_resources(space.resources, nodes or here)) is not None:
+        found.append(
+            f"{unmet}: `ftsweep run` stops here with exit 2"
+            if nodes is None
+            else f"{unmet}: trials would wait until the cluster adds such a node"
+        )
     if timing:
         cost_lines, cost_warnings = _costs(space, backbones, split, at_once)
         lines += cost_lines
@@ -263,8 +271,6 @@ def concurrency(space: Space, nodes: list[dict[str, float]] | None = None) -> in
 
 def warnings(space: Space, backbones: list[str]) -> list[str]:
     found = []
-    if space.resources.gpus and not torch.cuda.is_available():
-        found.append("resources.gpus is set but this machine has no GPU; trials will wait")
     missing = [item for item in pretrained(space.params) if not item.file.is_file()]
     for item in missing:
         found.append(

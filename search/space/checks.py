@@ -134,3 +134,19 @@ def check_models(params: tuple[Param, ...], loc: Located, section: Any) -> None:
                 raise UserError(
                     exc.message, f"{loc.file}:{param.line} (space.{param.column})"
                 ) from None
+
+
+def unmet_resources(resources: ResourcesSpec, nodes: list[dict[str, float]]) -> str | None:
+    """Why no node can run one trial (None: some node can), from each node's
+    resources as Ray reports them ({"CPU": 16.0, "GPU": 1.0, ...})."""
+    for node in nodes:
+        if node.get("CPU", 0.0) + 1e-9 >= resources.cpus and (
+            node.get("GPU", 0.0) + 1e-9 >= resources.gpus
+        ):
+            return None
+    sizes = sorted((n.get("CPU", 0.0), n.get("GPU", 0.0)) for n in nodes)
+    largest = f"{sizes[-1][0]:g} CPUs and {sizes[-1][1]:g} GPUs" if sizes else "none"
+    return (
+        f"one trial asks for {resources.cpus:g} CPUs and {resources.gpus:g} GPUs "
+        f"(resources:), but no node has that much (the largest has {largest})"
+    )
