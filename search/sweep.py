@@ -276,6 +276,9 @@ def _fit(
     try:
         with ray_output(verbose=verbose):
             tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C cut Ray's own ending short
+        log.warning("stopped at once (Ctrl-C twice): resume starts from the last saved state")
+        return finish_sweep(sweep_dir, interrupted=True)  # the leaderboard, the hint
     except Exception as exc:  # a write of Ray's own failed for lack of space
         raise_if_disk_full(exc, sweep_dir)  # its last state save stays: resume goes on
         raise

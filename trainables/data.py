@@ -152,7 +152,8 @@ def load_image(path: Path, image_size: int) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             return prepare_image(image, image_size)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError: over Pillow's pixel limit (MAX_IMAGE_PIXELS x 2)
         raise UserError(f"cannot read this image ({exc}); remove or replace it", str(path)) from exc
 
 

@@ -15,6 +15,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from search.model.description import FORMAT_VERSION, read_description
 from search.outputs.layout import METRICS_FILE, MODEL_FILE, SPLIT_FILE, WEIGHTS_FILE
 from search.outputs.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
 from search.outputs.ray_files import trial_config
@@ -29,8 +30,6 @@ from trainables.hparams import MODEL, HParams
 from trainables.loop import evaluate, predict_logits
 from trainables.models import Classifier, inference_network
 from trainables.weights import inference_weights
-
-FORMAT_VERSION = 1
 
 ImageLike = Image.Image | torch.Tensor | str | Path
 
@@ -217,22 +216,9 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Fin
             "create one with `ftsweep export RESULTS/NAME --out DIR`",
             str(model_dir),
         )
-    try:
-        description = json.loads((model_dir / MODEL_FILE).read_text())
-        backbone, classes = description["backbone"], list(description["classes"])
-        head, image_size = description["head"], int(description["image_size"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(
-            f"{MODEL_FILE} is damaged or not from ftsweep ({type(exc).__name__}: {exc}); "
-            "export the model again",
-            str(model_dir / MODEL_FILE),
-        ) from None
-    if int(description.get("format_version", 1)) > FORMAT_VERSION:
-        raise UserError(
-            f"this model folder has format_version {description['format_version']}, newer "
-            f"than this ftsweep reads ({FORMAT_VERSION}); upgrade ftsweep",
-            str(model_dir / MODEL_FILE),
-        )
+    description = read_description(model_dir)  # every field checked
+    backbone, classes = description["backbone"], list(description["classes"])
+    image_size = int(description["image_size"])
     try:
         weights = safetensors.torch.load_file(str(model_dir / WEIGHTS_FILE))
     except Exception as exc:  # SafetensorError: a header that is not safetensors
@@ -241,13 +227,13 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Fin
             "unpickled: ftsweep model folders never hold pickles. Export the model again",
             str(model_dir / WEIGHTS_FILE),
         ) from None
-    # Folders written before model.json had "model" name the backbone and head only.
-    group = description.get("model") or {
-        "backbone": backbone,
-        "head_hidden": int(head["hidden"]),
-        "head_dropout": float(head["dropout"]),
-    }
-    network = inference_network(group, len(classes), image_size)
+    try:
+        network = inference_network(description["model"], len(classes), image_size)
+    except (ValueError, TypeError, KeyError) as exc:  # a combination the builder refuses
+        raise UserError(
+            f"{MODEL_FILE} describes a model that cannot be built ({exc}); export it again",
+            str(model_dir / MODEL_FILE),
+        ) from None
     try:
         network.load_state_dict(weights)
     except RuntimeError as exc:

@@ -86,14 +86,7 @@ def describe(
         f"(max_concurrent {space.search.max_concurrent})"
     )
     lines += packing(space, backbones)
-    found = warnings(space, backbones)
-    here = [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
-    if (unmet := unmet_resources(space.resources, nodes or here)) is not None:
-        found.append(
-            f"{unmet}: `ftsweep run` stops here with exit 2"
-            if nodes is None
-            else f"{unmet}: trials would wait until the cluster adds such a node"
-        )
+    found = warnings(space, backbones) + _unmet(space, nodes)
     if timing:
         cost_lines, cost_warnings = _costs(space, backbones, split, at_once)
         lines += cost_lines
@@ -267,6 +260,17 @@ def concurrency(space: Space, nodes: list[dict[str, float]] | None = None) -> in
             fit = min(fit, int(gpus / space.resources.gpus + 1e-9))
         slots += fit
     return max(0, min(slots, space.search.max_concurrent))
+
+
+def _unmet(space: Space, nodes: list[dict[str, float]] | None) -> list[str]:
+    """A warning when no node (this machine, or the cluster's) can run one trial."""
+    here = [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
+    unmet = unmet_resources(space.resources, nodes or here)
+    if unmet is None:
+        return []
+    if nodes is None:
+        return [f"{unmet}: `ftsweep run` stops here with exit 2"]
+    return [f"{unmet}: trials would wait until the cluster adds such a node"]
 
 
 def warnings(space: Space, backbones: list[str]) -> list[str]:

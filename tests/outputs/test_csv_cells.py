@@ -37,7 +37,7 @@ def test_no_cell_of_evaluate_or_predict_starts_a_formula(tmp_path, capsys):
     out = tmp_path / "evaluation"
     assert main(["evaluate", str(model), str(data), "--out", str(out)]) == 0, capsys.readouterr()
     predictions = tmp_path / "predictions.csv"
-    assert main(["predict", str(model), str(data), "--out", str(predictions)]) == 0
+    assert main(["predict", str(model), str(data), "--out", str(predictions), "--top-k", "4"]) == 0
     files = [*out.glob("*.csv"), predictions]
     assert {f.name for f in files} >= {"per_class.csv", "predictions.csv", "confusion_matrix.csv"}
     for path in files:
@@ -56,3 +56,25 @@ def test_numbers_and_plain_text_are_left_alone():
     assert list(safe["'=x"]) == ["'-1", "ok", "'@a"]
     assert list(safe["value"]) == [-0.5, 1.0, 2.0]
     assert list(frame["=x"]) == ["-1", "ok", "@a"]  # a copy: the caller's frame is untouched
+
+
+def test_predict_writes_the_good_images_beside_one_too_large_to_open(tmp_path, monkeypatch, capsys):
+    """The input: a folder with one 15000x15000 image (Pillow's decompression-bomb
+    guard) stopped predict with a traceback and no CSV for the good images."""
+    from PIL import Image as PILImage
+
+    model = model_folder(tmp_path / "model", ["a", "b"])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("ok1", "ok2"):
+        PILImage.new("RGB", (20, 20), "red").save(photos / f"{name}.png")
+    PILImage.new("RGB", (120, 120), "blue").save(photos / "huge.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 120 x 120 is over twice that
+    out = tmp_path / "predictions.csv"
+    code = main(["predict", str(model), str(photos), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err  # 2: one file has no prediction
+    assert "1 of 3 files could not be read" in err
+    rows = pd.read_csv(out).set_index("path")
+    assert rows["error"].isna().sum() == 2
+    assert "decompression bomb" in rows.loc[str(photos / "huge.png"), "error"]

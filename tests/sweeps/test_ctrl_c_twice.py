@@ -1,0 +1,41 @@
+"""Ctrl-C twice in quick succession (the impatient user): exit 130 with the
+leaderboard so far and the resume command, as once gives.
+
+The input: a second SIGINT while Ray ended the run cut its ending short; the
+sweep exited 130 with no leaderboard and no resume hint.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pandas as pd
+import pytest
+
+from tests.conftest import FAST, reported_epochs, start_ftsweep, stop_group
+
+pytestmark = pytest.mark.slow
+
+
+def test_ctrl_c_twice_still_leaves_the_leaderboard_and_the_resume_command(tmp_path):
+    space = tmp_path / "twice.yaml"
+    space.write_text(FAST.replace("max_epochs: 2", "max_epochs: 30"))
+    sweep = tmp_path / "results" / "t"
+    driver = start_ftsweep("run", str(space), "--results", str(tmp_path / "results"))
+    try:
+        deadline = time.time() + 240
+        while not any(reported_epochs(sweep).values()):
+            assert driver.poll() is None, driver.communicate()[1][-3000:]
+            assert time.time() < deadline, "no trial reported an epoch"
+            time.sleep(0.25)
+        driver.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=180)
+    finally:
+        stop_group(driver)
+    assert driver.returncode == 130, err[-3000:]
+    assert f"ftsweep resume {sweep}" in err, err[-3000:]
+    board = pd.read_csv(sweep / "leaderboard.csv")
+    assert len(board) and board["best_val_accuracy"].notna().any()
