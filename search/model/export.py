@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,8 @@ from trainables.loop import evaluate, predict_logits
 from trainables.models import Classifier, inference_network
 from trainables.weights import inference_weights
 
+log = logging.getLogger(__name__)
+
 ImageLike = Image.Image | torch.Tensor | str | Path
 
 
@@ -53,7 +56,9 @@ def export_trial(
     space = open_sweep(sweep_dir)
     frame = build_leaderboard(sweep_dir, finished=True)
     if trial_id is None:
-        row = best_trial(frame, space.trial.metric)
+        best_trial(frame, space.trial.metric)  # says so when no trial has a checkpoint
+        key = f"best_{space.trial.metric}"
+        rows = [r for _, r in frame[frame[key].notna() & frame["checkpoint"].notna()].iterrows()]
     else:
         match = frame[frame["trial_id"] == trial_id]
         if match.empty or pd.isna(match.iloc[0]["checkpoint"]):
@@ -63,10 +68,9 @@ def export_trial(
                 f"trials with one: {known or 'none'} (see `ftsweep leaderboard`)",
                 str(sweep_dir),
             )
-        row = match.iloc[0]
-    checkpoint = local_checkpoint(sweep_dir, Path(row["checkpoint"]))
+        rows = [match.iloc[0]]
     split = read_split(sweep_dir / SPLIT_FILE)
-    network, hparams, meta = checkpoint_network(space, checkpoint, len(classes_of(split)))
+    row, checkpoint, (network, hparams, meta) = _readable(sweep_dir, space, rows, split)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
@@ -100,6 +104,32 @@ def export_trial(
         metrics["finalists"] = finalists
     _write_json(out_dir / METRICS_FILE, metrics)
     return out_dir
+
+
+def _readable(
+    sweep_dir: Path, space: Space, rows: list[pd.Series], split: pd.DataFrame
+) -> tuple[pd.Series, Path, tuple[Classifier, HParams, dict]]:
+    """The first of ``rows`` (best first) whose checkpoint can be read, with it;
+    each one skipped is named. None readable: a UserError naming the last."""
+    for number, row in enumerate(rows):
+        checkpoint = local_checkpoint(sweep_dir, Path(row["checkpoint"]))
+        try:
+            return row, checkpoint, checkpoint_network(space, checkpoint, len(classes_of(split)))
+        except Exception as error:  # truncated, deleted, not a checkpoint of this sweep
+            problem = f"{checkpoint} cannot be read ({type(error).__name__}: {error})"[:500]
+            if number == len(rows) - 1:
+                raise UserError(
+                    f"{problem}; no {'other ' if number else ''}trial to export instead "
+                    "(resume with --retry-errored, or export another trial: --trial ID)",
+                    str(sweep_dir),
+                ) from None
+            log.warning(
+                "trial %s: %s; exporting the next best, trial %s",
+                row["trial_id"],
+                problem,
+                rows[number + 1]["trial_id"],
+            )
+    raise UserError("no trial to export", str(sweep_dir))
 
 
 def checkpoint_network(

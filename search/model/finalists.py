@@ -87,4 +87,5 @@ def test_finalists(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[d
             "test": tested[str(row["trial_id"])]["test"],
         }
         for row in top.to_dict("records")
+        if str(row["trial_id"]) in tested  # one whose checkpoint cannot be read is left out
     ]

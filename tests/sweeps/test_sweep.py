@@ -362,3 +362,30 @@ def test_data_decoded_once_and_reused_workers_reset_cleanly(sweep):
     train(HParams.from_mapping(space.hparams(config)), setup, report=lambda m, d: fresh.append(m))
     for key in ("train_loss", "val_loss", "val_accuracy"):
         assert fresh[0][key] == pytest.approx(results[reused][0][key], rel=1e-6, abs=1e-9)
+
+
+def test_an_unreadable_best_checkpoint_costs_its_trial_not_the_sweeps_end(sweep, tmp_path, caplog):
+    """The fault: the best trial's checkpoint damaged before the sweep's end.
+    The finalists step skipped it and then indexed it anyway (KeyError, exit 1,
+    best/ and report.md not rewritten); export failed. Now the next-best trial
+    is tested and exported, and the skipped one is named."""
+    import shutil
+
+    from search.sweep import finish_sweep
+
+    copy = tmp_path / "e2e"
+    shutil.copytree(sweep.sweep_dir, copy, ignore=shutil.ignore_patterns("best", "cache"))
+    (copy / "finalists.json").unlink()
+    board = build_leaderboard(copy, finished=True)
+    ranked = board[board["best_val_accuracy"].notna() & board["checkpoint"].notna()]
+    best, runner_up = ranked.iloc[0], ranked.iloc[1]
+    assert str(best["checkpoint"]).startswith(str(copy))  # the copy's own trial folders
+    (Path(best["checkpoint"]) / "state.pt").write_bytes(b"not a checkpoint")
+    with caplog.at_level("WARNING"):
+        result = finish_sweep(copy)
+    assert result.best_dir is not None
+    exported = json.loads((result.best_dir / "model.json").read_text())
+    assert exported["trial_id"] == runner_up["trial_id"]
+    assert f"finalist {best['trial_id']} not tested" in caplog.text
+    assert f"exporting the next best, trial {runner_up['trial_id']}" in caplog.text
+    assert (copy / "report.md").is_file()
