@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -26,3 +27,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ftsweep: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the user's folder: read-only, not theirs, full
+        if exc.errno not in UNWRITABLE:
+            raise
+        print(f"ftsweep: error: {unwritable(exc)}", file=sys.stderr)
+        return 2
+
+
+# A write the machine refused, not a fault of ftsweep's: said in one paragraph.
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def unwritable(exc: OSError) -> UserError:
+    where = exc.filename or "a results or output folder"
+    return UserError(
+        f"cannot write here ({exc.strerror or exc}). Make the folder writable (or free "
+        "space on its disk), or point ftsweep elsewhere (--results for run, --out for "
+        "export, evaluate and predict, or copy the sweep folder); what was already "
+        "written is kept",
+        str(where),
+    )

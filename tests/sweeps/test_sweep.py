@@ -389,3 +389,59 @@ def test_an_unreadable_best_checkpoint_costs_its_trial_not_the_sweeps_end(sweep,
     assert f"finalist {best['trial_id']} not tested" in caplog.text
     assert f"exporting the next best, trial {runner_up['trial_id']}" in caplog.text
     assert (copy / "report.md").is_file()
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder nothing can be written to: a tmpfs remounted read-only where this
+    test runs as root (root ignores permissions), else a folder without write bits."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = os.geteuid() == 0 and (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "ftsweep-ro", str(folder)],
+                       capture_output=True, check=False).returncode == 0
+    )  # fmt: skip
+    if os.geteuid() == 0 and not mounted:
+        pytest.skip("cannot make a read-only folder as root without mounting one")
+
+    def seal() -> None:
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        else:
+            for path in [folder, *folder.rglob("*")]:
+                path.chmod(path.stat().st_mode & ~0o222)
+
+    yield folder, seal
+    if mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+    else:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+def test_a_read_only_results_folder_is_one_paragraph_for_every_command(sweep, read_only, capsys):
+    """The fault: a results folder on a read-only mount; run, plot, export,
+    evaluate and resume ended in OSError tracebacks."""
+    import shutil
+
+    from search.cli import main
+
+    folder, seal = read_only
+    copy = folder / "e2e"
+    shutil.copytree(sweep.sweep_dir, copy, ignore=shutil.ignore_patterns("cache"))
+    (folder / "new.yaml").write_text(SPACE)
+    seal()
+    commands = [
+        ["run", str(folder / "new.yaml"), "--results", str(folder / "results")],
+        ["plot", str(copy)],
+        ["export", str(copy), "--out", str(folder / "exported")],
+        ["evaluate", str(copy / "best"), str(copy)],
+        ["resume", str(copy)],
+    ]
+    for command in commands:
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert "cannot write here" in err and "Traceback" not in err, (command, err[-2000:])
