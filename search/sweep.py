@@ -99,7 +99,11 @@ def prepare_sweep(
         )
     if name != space.name:
         log.info("%s already holds a sweep; this one goes to %s", where, name)
-        space = load_space(space_file, {**overrides, "name": name})
+    if name != space.name or (space.data.path and not Path(space.data.path).is_absolute()):
+        # The sweep's space.yaml names its data absolutely: a resume started
+        # from another folder (or a cluster's worker) finds the same images.
+        data = {"data.path": str(Path(space.data.path).resolve())} if space.data.path else {}
+        space = load_space(space_file, {**overrides, "name": name, **data})
     sweep_dir = results / space.name
     split = space.data.scan()
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -10,13 +10,15 @@ from typing import TextIO
 
 import pandas as pd
 
-from search.outputs.layout import LEADERBOARD_FILE, STATUSES
-from search.outputs.leaderboard import build_leaderboard, open_sweep
+from search.outputs.layout import BEST_DIR, LEADERBOARD_FILE, MODEL_FILE, SPLIT_FILE, STATUSES
+from search.outputs.leaderboard import build_leaderboard, open_sweep, read_finalists
 from search.outputs.lock import driver_of
-from search.outputs.ray_files import ray_statuses
+from search.outputs.ray_files import ray_statuses, read_json
 from search.outputs.storage import tune_dir
 from search.outputs.text import clock_time, duration, short_value
+from search.space.loader import Space
 from search.space.params import walk
+from trainables.data import read_split
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, clear: a terminal shows one view at a time
 
@@ -61,11 +63,37 @@ def describe_status(sweep_dir: Path) -> list[str]:
     if len(board) and "started_at" in board:
         elapsed = board["ended_at"].max() - board["started_at"].min()
         lines.append(f"elapsed: {duration(elapsed)} (first trial start to last report)")
-    lines += _resume_lines(sweep_dir, board, not_started)
+    lines += _resume_lines(sweep_dir, board, not_started, _end_missing(sweep_dir, board, space))
     return lines
 
 
-def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> list[str]:
+def _end_missing(sweep_dir: Path, board: pd.DataFrame, space: Space) -> list[str]:
+    """What the sweep's end (finish_sweep) has yet to write, once every trial ended:
+    a driver killed during it leaves finalists untested or best/ not the best."""
+    key = f"best_{space.trial.metric}"
+    if not len(board) or key not in board:
+        return []
+    usable = board[board[key].notna() & board["checkpoint"].notna()]
+    if usable.empty:
+        return []
+    missing = []
+    if space.search.finalists and "test" in set(read_split(sweep_dir / SPLIT_FILE)["split"]):
+        known = read_finalists(sweep_dir)
+        top = usable.head(space.search.finalists)
+        untested = [t for t, c in zip(top["trial_id"], top["checkpoint"], strict=True)
+                    if known.get(str(t), {}).get("checkpoint") != str(c)]  # fmt: skip
+        if untested:
+            missing.append(f"test {len(untested)} finalists")
+    exported = read_json(sweep_dir / BEST_DIR / MODEL_FILE)
+    best = str(usable.iloc[0]["trial_id"])
+    if not isinstance(exported, dict) or str(exported.get("trial_id")) != best:
+        missing.append(f"export trial {best} to {BEST_DIR}/")
+    return missing
+
+
+def _resume_lines(
+    sweep_dir: Path, board: pd.DataFrame, not_started: int, end_missing: list[str]
+) -> list[str]:
     driver = driver_of(sweep_dir)  # the folder's lock (lock.py)
     if driver is not None:
         return [f"running now: {driver}", "resumable: not while that driver runs the sweep"]
@@ -77,6 +105,12 @@ def _resume_lines(sweep_dir: Path, board: pd.DataFrame, not_started: int) -> lis
     unfinished = board[board["status"].isin(["running", "pending"])] if len(board) else board
     errored = int((board["status"] == "errored").sum()) if len(board) else 0
     lines = [f"Ray Tune state saved {duration(age)} ago"]
+    if not len(unfinished) and not not_started and statuses and end_missing:
+        lines.append(
+            "every trial ended, but not the sweep's end (its driver stopped during it): "
+            f"resumable: yes; `ftsweep resume {sweep_dir}` would " + " and ".join(end_missing)
+        )
+        return lines
     if not len(unfinished) and not not_started and statuses:
         lines.append(
             "resumable: no, the sweep has finished; "

@@ -81,3 +81,26 @@ def test_the_lock_names_its_holder_and_ends_with_it(tmp_path):
         try_lock(tmp_path)
     held.close()  # as the process's end would
     try_lock(tmp_path).close()
+
+
+def test_a_relative_data_path_is_kept_absolute_in_the_sweep(tmp_path, monkeypatch):
+    """The input: `data.path: data` and `resume` started from another folder,
+    which could not find the images the sweep was started with."""
+    import yaml
+    from PIL import Image
+
+    from search.outputs.lock import release
+    from search.sweep import prepare_sweep
+
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "data" / label / f"{i}.png")
+    space = tmp_path / "rel.yaml"
+    space.write_text(FAST.replace("source: digits", "path: data"))
+    monkeypatch.chdir(tmp_path)
+    _, folder = prepare_sweep(Path("rel.yaml"), Path("results"), {})
+    release(folder)
+    for name in ("space.yaml", "space.original.yaml"):
+        saved = yaml.safe_load((folder / name).read_text())
+        assert saved["data"]["path"] == str(tmp_path / "data"), name

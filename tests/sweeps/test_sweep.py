@@ -445,3 +445,24 @@ def test_a_read_only_results_folder_is_one_paragraph_for_every_command(sweep, re
         assert main(command) == 2, command
         err = capsys.readouterr().err
         assert "cannot write here" in err and "Traceback" not in err, (command, err[-2000:])
+
+
+def test_a_driver_killed_during_the_sweeps_end_is_resumable_and_says_so(sweep, tmp_path, capsys):
+    """The fault: SIGKILL while the finalists were tested; `status` said
+    "finished, not resumable", though `resume` completes the end."""
+    import shutil
+
+    from search.cli import main
+
+    copy = tmp_path / "e2e"
+    shutil.copytree(sweep.sweep_dir, copy, ignore=shutil.ignore_patterns("cache"))
+    shutil.rmtree(copy / "best")  # what a kill during the finalists leaves
+    (copy / "finalists.json").unlink()
+    assert main(["status", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "not the sweep's end" in out and f"`ftsweep resume {copy}` would test" in out, out
+    assert main(["resume", str(copy)]) == 0, capsys.readouterr().err[-2000:]
+    assert (copy / "best" / "model.json").is_file()
+    capsys.readouterr()
+    assert main(["status", str(copy)]) == 0
+    assert "resumable: no, the sweep has finished" in capsys.readouterr().out
