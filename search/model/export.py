@@ -98,8 +98,8 @@ def export_trial(
     tested = read_finalists(sweep_dir).get(str(row["trial_id"]))
     if tested and tested.get("checkpoint") == str(checkpoint):
         metrics["test"] = tested["test"]
-    elif (split["split"] == "test").any():
-        metrics["test"] = test_metrics(network, split, space)
+    elif (split["split"] == "test").any() and (scores := test_metrics(network, split, space)):
+        metrics["test"] = scores
     if finalists:
         metrics["finalists"] = finalists
     _write_json(out_dir / METRICS_FILE, metrics)
@@ -155,9 +155,26 @@ def test_set(split: pd.DataFrame, space: Space) -> tuple[torch.Tensor, torch.Ten
     return sets["test"].images, labels
 
 
-def test_metrics(network: nn.Module, split: pd.DataFrame, space: Space) -> dict[str, float]:
-    """Loss, accuracy and macro F1 of a network on the sweep's test split."""
-    images, labels = test_set(split, space)
+def readable_test_set(
+    split: pd.DataFrame, space: Space
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """test_set, or None with a warning when its images cannot be read any more
+    (deleted or changed since the run): the sweep's end then goes on without
+    test scores rather than stopping before best/ is written."""
+    try:
+        return test_set(split, space)
+    except UserError as error:
+        log.warning("no test scores: the test images cannot be read (%s)", error)
+        return None
+
+
+def test_metrics(network: nn.Module, split: pd.DataFrame, space: Space) -> dict[str, float] | None:
+    """Loss, accuracy and macro F1 of a network on the sweep's test split (None:
+    its images cannot be read)."""
+    test = readable_test_set(split, space)
+    if test is None:
+        return None
+    images, labels = test
     device = default_device()
     result = evaluate(network.to(device), images, labels, device)
     network.cpu()

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from search.model.export import checkpoint_network, default_device, test_set
+from search.model.export import checkpoint_network, default_device, readable_test_set
 from search.outputs.layout import FINALISTS_FILE, SPLIT_FILE
 from search.outputs.leaderboard import read_finalists
 from search.outputs.storage import local_checkpoint
@@ -53,7 +53,9 @@ def test_finalists(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[d
             tested[trial_id] = known[trial_id]
             continue
         if test is None:  # decoded once, for the first finalist not tested before
-            test = test_set(split, space)
+            test = readable_test_set(split, space)
+            if test is None:  # deleted since the run: best/ is still written
+                return []
         try:
             local = local_checkpoint(sweep_dir, Path(checkpoint))
             network, _, meta = checkpoint_network(space, local, len(classes_of(split)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from search.preflight.costs import duration, time_trials
+from search.preflight.costs import TIMING_BUDGET_S, duration, time_trials
 from search.preflight.packing import suggest
 from search.preflight.weights import pretrained
 from search.space.checks import unmet_resources
@@ -24,6 +25,8 @@ from trainables.scan import KINDS, SCAN_FILE
 
 MAX_CLASSES_LISTED = 12  # more: the range of the per-class counts
 SIZE_SAMPLE = 200  # image headers read for the sizes
+
+log = logging.getLogger(__name__)
 
 
 def describe(
@@ -157,6 +160,12 @@ def _costs(
     """The timed step's lines, and the time budget's warning."""
     device = torch.device("cuda" if space.resources.gpus and torch.cuda.is_available() else "cpu")
     counts = split["split"].value_counts()
+    log.info(
+        "timing a training step of %d backbone(s), at most about %.0f s in all "
+        "(--no-timing skips it)",
+        len(backbones),
+        TIMING_BUDGET_S,
+    )
     costs = time_trials(
         space,
         backbones,
@@ -164,6 +173,7 @@ def _costs(
         int(counts.get("val", 0)),
         split["label"].nunique(),
         device,
+        progress=lambda line: log.info("  %s", line),
     )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     threads = "" if device.type == "cuda" else f", {_threads(space)}"
@@ -172,6 +182,8 @@ def _costs(
         f"nothing frozen, batch {space.trial.batch_size} at {space.data.image_size} px):"
     ]
     lines += [f"  {c.describe(space.trial.max_epochs)}" for c in costs]
+    if estimated := sum(c.estimated for c in costs):
+        lines.append(f"  ({estimated} of {len(costs)} estimated: the timing budget was spent)")
     mean = sum(c.trial_s for c in costs) / len(costs)
     slots = max(1, at_once)
     trials = space.search.num_samples

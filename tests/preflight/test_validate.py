@@ -103,3 +103,35 @@ def test_asha_epochs():
     assert asha_epochs(4, 1, 2) == pytest.approx(2.0)
     assert asha_epochs(6, 1, 3) == pytest.approx(1 + 2 / 3 + 3 / 9)
     assert asha_epochs(5, 5, 3) == 5.0
+
+
+def test_timing_many_backbones_keeps_to_its_budget_and_says_what_it_estimated(
+    write_space, monkeypatch, caplog
+):
+    """The input: a space choosing among every torchvision backbone; validate
+    printed nothing for 10 minutes. Now it times what fits in the budget,
+    prints each as it goes, and estimates the rest from their FLOPs."""
+    import time
+
+    from search.preflight import costs
+
+    backbones = ["squeezenet1_1", "resnet18", "resnet50", "vgg16", "densenet121", "convnext_tiny"]
+    monkeypatch.setattr(
+        costs, "TIMING_BUDGET_S", 0.0
+    )  # the first is timed, then the budget is spent
+    space = write_space(ROOMY.replace("backbone: resnet18", f"backbone: {{choice: {backbones}}}"))
+    tic = time.perf_counter()
+    with caplog.at_level("INFO"):
+        lines = describe(load_space(space), timing=True)
+    assert time.perf_counter() - tic < 60
+    described = {
+        b: next(line for line in lines if line.strip().startswith(f"{b}:")) for b in backbones
+    }
+    timed = [b for b in backbones if "estimated" not in described[b]]
+    assert len(timed) == 1  # the first, before the budget was spent
+    assert all("estimated from its FLOPs" in described[b] for b in backbones if b not in timed)
+    assert "(5 of 6 estimated: the timing budget was spent)" in "\n".join(lines)
+    assert [b for b in backbones if f"  {b}: " in caplog.text] == backbones  # as it went
+    # Estimates follow the FLOPs: resnet50 costs more than resnet18.
+    ms = {b: float(described[b].split(":")[1].split("ms")[0]) for b in backbones}
+    assert ms["resnet50"] > ms["resnet18"]

@@ -466,3 +466,34 @@ def test_a_driver_killed_during_the_sweeps_end_is_resumable_and_says_so(sweep, t
     capsys.readouterr()
     assert main(["status", str(copy)]) == 0
     assert "resumable: no, the sweep has finished" in capsys.readouterr().out
+
+
+def test_test_images_deleted_before_the_end_cost_the_test_scores_not_best(sweep, tmp_path, caplog):
+    """The fault: files deleted between run and resume; the trials finished and
+    then the finalists step exited 2 with best/ stale. Now best/ is written,
+    without test scores, and the reason is named."""
+    import shutil
+
+    import yaml
+
+    from search.sweep import finish_sweep
+
+    copy = tmp_path / "e2e"
+    shutil.copytree(sweep.sweep_dir, copy, ignore=shutil.ignore_patterns("best", "cache"))
+    (copy / "finalists.json").unlink()
+    (tmp_path / "photos").mkdir()  # the data folder, its test images gone
+    split = read_split(copy / "split.csv")
+    test = split["split"] == "test"
+    split.loc[test, "path"] = [
+        f"{label}/gone{i}.png" for i, label in enumerate(split.loc[test, "label"])
+    ]
+    split.to_csv(copy / "split.csv", index=False)
+    for name in ("space.yaml", "space.original.yaml"):
+        saved = yaml.safe_load((copy / name).read_text())
+        saved["data"] = {"path": str(tmp_path / "photos"), "image_size": 16}
+        (copy / name).write_text(yaml.safe_dump(saved))
+    with caplog.at_level("WARNING"):
+        result = finish_sweep(copy)
+    assert result.best_dir is not None and (result.best_dir / "model.safetensors").is_file()
+    assert "no test scores: the test images cannot be read" in caplog.text
+    assert "test" not in json.loads((result.best_dir / "metrics.json").read_text())
