@@ -134,9 +134,19 @@ def test_sigint_then_sigkill_then_resume_to_the_end(tmp_path, capsys, caplog):
     state.write_bytes(state.read_bytes()[:-100])
     damaged = max(running_2, key=running_2.__getitem__)  # the one with most epochs
     assert running_2[damaged] >= 2, progress_2  # so that an earlier checkpoint exists
-    # The checkpoint Ray restores it from (one per epoch, numbered from 0).
-    restored = sweep / "tune" / damaged / f"checkpoint_{running_2[damaged] - 1:06d}"
-    (restored / "state.pt").write_bytes((restored / "state.pt").read_bytes()[:1000])
+    # The checkpoint Ray restores it from: the one of its saved epoch. Found by
+    # the epoch in its meta.json: after a resume a checkpoint's number is not
+    # always its epoch - 1 (Ray numbers each kept report of the trial).
+    restored = [
+        c
+        for c in (sweep / "tune" / damaged).glob("checkpoint_*")
+        if (c / "meta.json").is_file()  # a copy the kill cut short has none
+        and json.loads((c / "meta.json").read_text())["epoch"] == running_2[damaged]
+    ]
+    assert restored, progress_2
+    for checkpoint in restored:
+        state_pt = checkpoint / "state.pt"
+        state_pt.write_bytes(state_pt.read_bytes()[:1000])
 
     # 3. Resumed in this process, to the end.
     import ray
