@@ -49,8 +49,10 @@ Ray Tune private attributes
 
 Ray's saved files (outputs/ray_files.py reads and edits them)
 - tune/experiment_state-S.json: ``trial_data`` entries [trial JSON with
-  ``trial_id``, ``status``; metadata JSON with ``num_failures``,
-  ``last_result``] (status, leaderboard, resume).
+  ``trial_id``, ``status``, ``relative_logdir``; metadata JSON with
+  ``num_failures``, ``last_result``] (status, leaderboard, resume; a trial
+  a full disk failed is set back to PAUSED by outputs/disk.py, written
+  through ray_files.write_signed).
 - tune/search_gen_state-S.json: the pickled dict of
   ``SearchGenerator.get_state()``: ``counter``, ``total_samples``,
   ``finished``, ``experiment`` (whose ``storage`` has ``storage_filesystem``,

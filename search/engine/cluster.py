@@ -265,9 +265,16 @@ def cluster_nodes(address: str | None) -> list[dict[str, float]] | None:
 
     start_ray(address)
     try:
-        return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+        return node_resources()
     finally:
         ray.shutdown()
+
+
+def node_resources() -> list[dict[str, float]]:
+    """Each alive node's resources, as Ray reports them ({"CPU": 16.0, "GPU": 1.0, ...})."""
+    import ray
+
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
 def check_fits(resources: ResourcesSpec, *, on_cluster: bool, where: str) -> None:
@@ -277,10 +284,7 @@ def check_fits(resources: ResourcesSpec, *, on_cluster: bool, where: str) -> Non
     exit 2. On a cluster it may be an autoscaling one that adds such a node
     on demand, so the sweep goes on and says what it waits for.
     """
-    import ray
-
-    nodes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
-    problem = unmet_resources(resources, nodes)
+    problem = unmet_resources(resources, node_resources())
     if problem is None:
         return
     if not on_cluster:

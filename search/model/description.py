@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -94,19 +95,8 @@ def _group_problem(group: Any, backbone: str) -> str | None:
             return f"has {key!r}, which is not a model hyperparameter"
         if value is None or key in ("weights", "frozen_depth"):
             continue  # None: the builder's default; weights and depth: not used to load
-        ok = (
-            isinstance(value, str)
-            if spec.type is str
-            else _is_int(value)
-            if spec.type is int
-            else isinstance(value, bool)
-            if spec.type is bool
-            else _is_number(value)
-        )
-        if not ok:
-            kind = {int: "a whole number", float: "a number", str: "a name"}.get(
-                spec.type, "true or false"
-            )
+        accepts, kind = _TYPES[spec.type]
+        if not accepts(value):
             return f"{key} must be {kind}, not {value!r}"
         if spec.choices is not None and value not in spec.choices:
             return f"{key} must be one of {list(spec.choices)}, not {value!r}"
@@ -124,3 +114,12 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# A model hyperparameter's type: its check of a JSON value, and its name in a message.
+_TYPES: dict[type, tuple[Callable[[Any], bool], str]] = {
+    int: (_is_int, "a whole number"),
+    float: (_is_number, "a number"),
+    str: (lambda value: isinstance(value, str), "a name"),
+    bool: (lambda value: isinstance(value, bool), "true or false"),
+}

@@ -14,7 +14,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from search.outputs import trust
+from search.outputs.ray_files import write_signed
 from search.outputs.text import size_text
 from trainables.errors import UserError
 
@@ -82,7 +82,7 @@ def requeue_disk_full(tune_dir: Path) -> list[str]:
     In the newest experiment state, each ERROR trial whose newest failure
     was a full disk becomes PAUSED: Ray's restore then continues it from
     its last checkpoint, as it does a trial that Ctrl-C stopped. The file
-    is written back atomically and signed (trust.py).
+    is written back atomically and signed (ray_files.write_signed).
 
     Returns:
         The ids of the trials put back.
@@ -111,10 +111,7 @@ def requeue_disk_full(tune_dir: Path) -> list[str]:
         entry[0] = json.dumps(trial, indent=2)
         requeued.append(str(trial.get("trial_id")))
     if requeued:
-        fresh = states[-1].with_name(f".{states[-1].name}.new")
-        fresh.write_text(json.dumps(data))
-        fresh.replace(states[-1])
-        trust.sign(str(tune_dir), [states[-1].name])
+        write_signed(states[-1], json.dumps(data).encode())
         log.info("the disk was full when trials %s failed: they continue", ", ".join(requeued))
     return requeued
 

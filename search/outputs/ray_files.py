@@ -248,7 +248,7 @@ def add_trials(tune_dir: Path, count: int) -> int:
         )
     state["total_samples"] = max(int(state["total_samples"]), int(state["counter"])) + count
     state["finished"] = False
-    _write_signed(path, cloudpickle.dumps(state))
+    write_signed(path, cloudpickle.dumps(state))
     return int(state["total_samples"])
 
 
@@ -278,12 +278,12 @@ def rebase_search_state(tune_dir: Path) -> bool:
     storage.storage_filesystem = pyarrow.fs.LocalFileSystem()
     storage.storage_fs_path = str(here.parent)
     storage.experiment_dir_name = here.name
-    _write_signed(path, cloudpickle.dumps(state))
+    write_signed(path, cloudpickle.dumps(state))
     log.info("the experiment was moved: new trials go to %s", here)
     return True
 
 
-def _write_signed(path: Path, data: bytes) -> None:
+def write_signed(path: Path, data: bytes) -> None:
     """Replaces Ray's file atomically, and records it as ftsweep's (trust.py)."""
     fresh = path.with_name(f".{path.name}.new")
     fresh.write_bytes(data)

@@ -63,7 +63,7 @@ def describe_status(sweep_dir: Path) -> list[str]:
     if len(board) and "started_at" in board:
         elapsed = board["ended_at"].max() - board["started_at"].min()
         lines.append(f"elapsed: {duration(elapsed)} (first trial start to last report)")
-    lines += _resume_lines(sweep_dir, board, not_started, _end_missing(sweep_dir, board, space))
+    lines += _resume_lines(sweep_dir, board, not_started, space)
     return lines
 
 
@@ -92,7 +92,7 @@ def _end_missing(sweep_dir: Path, board: pd.DataFrame, space: Space) -> list[str
 
 
 def _resume_lines(
-    sweep_dir: Path, board: pd.DataFrame, not_started: int, end_missing: list[str]
+    sweep_dir: Path, board: pd.DataFrame, not_started: int, space: Space
 ) -> list[str]:
     driver = driver_of(sweep_dir)  # the folder's lock (lock.py)
     if driver is not None:
@@ -105,13 +105,13 @@ def _resume_lines(
     unfinished = board[board["status"].isin(["running", "pending"])] if len(board) else board
     errored = int((board["status"] == "errored").sum()) if len(board) else 0
     lines = [f"Ray Tune state saved {duration(age)} ago"]
-    if not len(unfinished) and not not_started and statuses and end_missing:
-        lines.append(
-            "every trial ended, but not the sweep's end (its driver stopped during it): "
-            f"resumable: yes; `ftsweep resume {sweep_dir}` would " + " and ".join(end_missing)
-        )
-        return lines
     if not len(unfinished) and not not_started and statuses:
+        if end_missing := _end_missing(sweep_dir, board, space):
+            lines.append(
+                "every trial ended, but not the sweep's end (its driver stopped during it): "
+                f"resumable: yes; `ftsweep resume {sweep_dir}` would " + " and ".join(end_missing)
+            )
+            return lines
         lines.append(
             "resumable: no, the sweep has finished; "
             f"`ftsweep resume {sweep_dir} --add N` runs N more trials"

@@ -259,11 +259,16 @@ def packing(space: Space, backbones: list[str]) -> list[str]:
     return lines
 
 
+def this_machine() -> list[dict[str, float]]:
+    """This machine as one node, in Ray's terms (where validate has no cluster)."""
+    return [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
+
+
 def concurrency(space: Space, nodes: list[dict[str, float]] | None = None) -> int:
     """Trials that fit at once: on each node (this machine when ``nodes`` is None)
     as many as its CPUs and GPUs allow, up to max_concurrent in all."""
     if nodes is None:
-        nodes = [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
+        nodes = this_machine()
     slots = 0
     for node in nodes:
         cpus, gpus = node.get("CPU", 0.0), node.get("GPU", 0.0)
@@ -276,8 +281,7 @@ def concurrency(space: Space, nodes: list[dict[str, float]] | None = None) -> in
 
 def _unmet(space: Space, nodes: list[dict[str, float]] | None) -> list[str]:
     """A warning when no node (this machine, or the cluster's) can run one trial."""
-    here = [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
-    unmet = unmet_resources(space.resources, nodes or here)
+    unmet = unmet_resources(space.resources, nodes or this_machine())
     if unmet is None:
         return []
     if nodes is None:
