@@ -11,8 +11,10 @@ holding a list of faults::
 (kept in ``<file>.trials``); ``epoch`` the epoch whose report fails (after it
 was trained, before its checkpoint is saved; 0 fails the trial as it starts);
 ``error`` is ``transient`` (a RuntimeError), ``oom`` (torch.OutOfMemoryError,
-as CUDA raises it) or ``disk_full`` (the OSError of a checkpoint that finds
-no space left); ``times`` how often it fires (default: every time).
+as CUDA raises it), ``disk_full`` (the OSError of a checkpoint that finds
+no space left) or ``stall`` (no error: the epoch takes ``seconds`` longer, as
+on a slow node or a stalled mount); ``times`` how often it fires (default:
+every time).
 Firings are counted in ``<file>.fired``, so a retry in another process sees them.
 """
 
@@ -22,10 +24,11 @@ import errno
 import gc
 import json
 import os
+import time
 from pathlib import Path
 
 INJECT_ENV = "FTSWEEP_INJECT_FAULTS"
-FAULT_KINDS = ("transient", "oom", "disk_full")
+FAULT_KINDS = ("transient", "oom", "disk_full", "stall")
 
 
 class TrialOutOfMemoryError(RuntimeError):
@@ -77,6 +80,9 @@ def maybe_inject(trial_id: str, epoch: int) -> None:
                 "CUDA out of memory. Tried to allocate 2.00 GiB (injected by "
                 f"{INJECT_ENV} at epoch {epoch})"
             )
+        if fault["error"] == "stall":
+            time.sleep(float(fault.get("seconds", 60)))
+            continue
         if fault["error"] == "disk_full":
             raise OSError(
                 errno.ENOSPC, f"No space left on device (injected by {INJECT_ENV} at epoch {epoch})"

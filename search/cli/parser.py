@@ -207,8 +207,8 @@ def _leaderboard(commands: Any) -> None:
     )
     board.add_argument(
         "--status",
-        help="only trials with this status (completed, stopped_early, errored, running, "
-        "pending; comma-separated for several)",
+        help="only trials with this status (completed, stopped_early, out_of_time, "
+        "errored, running, pending; comma-separated for several)",
     )
     board.add_argument(
         "--pareto",

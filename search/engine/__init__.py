@@ -21,9 +21,10 @@ Ray Tune private attributes
 - ``Tuner._local_tuner`` and its ``get_run_config()`` (tuner.set_callbacks:
   callbacks set on a restored Tuner, whose pickled ones are stale) and
   ``._tune_config`` (tuner.restore_tuner: trials at once and the time budget
-  from space.yaml on a resume).
+  from space.yaml on a resume; tuner.set_callbacks: its ``.scheduler``, whose
+  record of ASHA's stops tells the progress view a budget cut from a stop).
 - ``ASHAScheduler._brackets``, ``._trial_info``, ``._metric``, ``._time_attr``,
-  ``._metric_op``, ``._num_stopped`` and ``_Bracket.on_result(trial,
+  ``._metric_op``, ``._num_stopped``, ``._max_t`` and ``_Bracket.on_result(trial,
   cur_iter, cur_rew)`` called with a stand-in trial (asha.ResumableASHA
   replays stored results into the rungs; Ray does not restore them).
 - ``OptunaSearch._ot_study``, ``._ot_trials``, ``._completed_trials``

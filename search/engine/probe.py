@@ -52,7 +52,11 @@ def check() -> None:
 def _checks() -> list[tuple[str, Callable[[], bool]]]:
     return [
         ("Tuner._local_tuner and TunerInternal._tune_config", _tuner),
-        ("ASHAScheduler's _brackets/_trial_info/_metric/_time_attr/_metric_op/_num_stopped", _asha),
+        (
+            "ASHAScheduler's _brackets/_trial_info/_metric/_time_attr/_metric_op/"
+            "_num_stopped/_max_t",
+            _asha,
+        ),
         ("_Bracket.on_result(trial, cur_iter, cur_rew)", _bracket),
         (
             "OptunaSearch's _ot_study/_ot_trials/_completed_trials/_sampler/_storage/_mode/"
@@ -84,7 +88,15 @@ def _asha() -> bool:
     from ray.tune.schedulers import ASHAScheduler
 
     asha = ASHAScheduler(metric="m", mode="max", max_t=4, grace_period=1)
-    names = ("_brackets", "_trial_info", "_metric", "_time_attr", "_metric_op", "_num_stopped")
+    names = (
+        "_brackets",
+        "_trial_info",
+        "_metric",
+        "_time_attr",
+        "_metric_op",
+        "_num_stopped",
+        "_max_t",
+    )
     return all(hasattr(asha, n) for n in names) and isinstance(asha._brackets, list)
 
 

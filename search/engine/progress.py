@@ -14,6 +14,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,13 +39,14 @@ class Counts:
     total: int
     completed: int = 0
     stopped_early: int = 0
+    out_of_time: int = 0  # cut short by the time budget
     errored: int = 0
     running: int = 0
     pending: int = 0
 
     @property
     def done(self) -> int:
-        return self.completed + self.stopped_early + self.errored
+        return self.completed + self.stopped_early + self.out_of_time + self.errored
 
     @property
     def not_started(self) -> int:
@@ -69,6 +71,9 @@ class SweepProgress(Callback):
         max_epochs: a trial that ends sooner without an error was stopped early.
         time_budget_s: Ray stops starting trials after this long (None: no budget).
         grace_period, reduction_factor: ASHA's, for the estimate of the time left.
+        stopped_by_asha: whether ASHA stopped a trial (the scheduler's own
+            record); a trial ended short otherwise was cut by the time budget.
+            None: judged by the clock (ended within seconds of the budget).
     """
 
     metric: str
@@ -78,6 +83,7 @@ class SweepProgress(Callback):
     time_budget_s: float | None = None
     grace_period: int | None = None  # ASHA's (None: no early stopping)
     reduction_factor: float = 3.0
+    stopped_by_asha: Callable[[str], bool] | None = None
     title: str = ""  # the first line printed
     constants: frozenset[str] = frozenset()  # config keys the space fixes: not shown
     out: TextIO | None = None  # None: sys.stdout when printing (Ray pickles callbacks)
@@ -95,6 +101,7 @@ class SweepProgress(Callback):
         self._best: Best | None = None  # the best result of any trial at any epoch
         self._announced: Best | None = None  # the best among trials that ended
         self._seeded = False  # the best of trials a resume restored
+        self._live: set[str] = set()  # trials started in this session and not ended
         self._counts = Counts(self.num_samples)
         self._last_print = self._start
         self._last_draw = -math.inf
@@ -138,16 +145,24 @@ class SweepProgress(Callback):
         if value is not None and self._better(value, self._best):
             self._best = Best(trial.trial_id, value, result.get(EPOCH), self._config(trial))
 
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any):
+        self._live.add(trial.trial_id)
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
+        self._ended(trial)
+        self._summary(trials, ended=(trial, "TERMINATED"))
+
+    def _ended(self, trial: Any) -> None:
+        """The lines of a trial that ended without an error."""
+        self._live.discard(trial.trial_id)
         epoch = (trial.last_result or {}).get(EPOCH)
         best = _number(trial.metric_analysis.get(self.metric, {}).get(self.mode))
         score = f"best {self.metric} {best:.4f}" if best is not None else "no result"
         if self._completed(trial):
             self._event(f"finished   {trial.trial_id}  {score}, {epoch} epochs")
-        elif self._budget_spent():
-            self._event(
-                f"cut short  {trial.trial_id}  by the time budget at epoch {epoch}: {score}"
-            )
+        elif self._out_of_time(trial):
+            at = f"at epoch {epoch}: {score}" if epoch is not None else "before its first epoch"
+            self._event(f"cut short  {trial.trial_id}  by the time budget {at}")
         else:
             self._event(f"stopped    {trial.trial_id}  early by ASHA at epoch {epoch}: {score}")
         if best is not None and self._better(best, self._announced):
@@ -155,9 +170,9 @@ class SweepProgress(Callback):
             self._event(
                 f"new best   {trial.trial_id}  {self.metric} {best:.4f}: {self._config(trial)}"
             )
-        self._summary(trials, ended=(trial, "TERMINATED"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
+        self._live.discard(trial.trial_id)
         self._event(f"errored    {trial.trial_id}  {_error(trial)}")
         self._summary(trials, ended=(trial, "ERROR"))
 
@@ -176,6 +191,9 @@ class SweepProgress(Callback):
                 self._summary(trials, force=True)
 
     def on_experiment_end(self, trials: list, **info: Any):
+        for trial in trials:  # Ray stops trials at the budget's end without telling callbacks
+            if trial.trial_id in self._live and trial.status == "TERMINATED":
+                self._ended(trial)
         self._summary(trials)
         if self.tty and self._status_shown:
             self.stream.write("\n")
@@ -188,7 +206,9 @@ class SweepProgress(Callback):
         c = self._counts
         parts = [
             f"{c.done}/{c.total} trials done ({c.completed} completed, "
-            f"{c.stopped_early} stopped early, {c.errored} errored)",
+            f"{c.stopped_early} stopped early, "
+            + (f"{c.out_of_time} cut by the time budget, " if c.out_of_time else "")
+            + f"{c.errored} errored)",
             f"{c.running} running",
         ]
         if c.pending:
@@ -234,7 +254,11 @@ class SweepProgress(Callback):
         return "time left: known after the first epoch"
 
     def _config(self, trial: Any) -> str:
-        return describe(trial, self.constants)
+        """The trial's sampled values on one line (not the ones the space fixes)."""
+        params = (trial.evaluated_params or {}).items()
+        return " ".join(
+            f"{k.rsplit('.', 1)[-1]}={short_value(v)}" for k, v in params if k not in self.constants
+        )
 
     def _key(self) -> tuple:
         return (self._counts, self._best.value if self._best else None)
@@ -249,6 +273,12 @@ class SweepProgress(Callback):
         epoch = (trial.last_result or {}).get(EPOCH)
         return epoch is not None and epoch >= self.max_epochs
 
+    def _out_of_time(self, trial: Any) -> bool:
+        """Whether a trial ended short of max_epochs was cut by the time budget."""
+        if self.stopped_by_asha is None:
+            return self._budget_spent()
+        return not self.stopped_by_asha(trial.trial_id)
+
     def _budget_spent(self) -> bool:
         budget = self.time_budget_s
         return budget is not None and self.clock() - self._start >= budget - BUDGET_SLACK_S
@@ -262,6 +292,8 @@ class SweepProgress(Callback):
             if status == "TERMINATED":
                 if self._completed(trial):
                     counts.completed += 1
+                elif self._out_of_time(trial):
+                    counts.out_of_time += 1
                 else:
                     counts.stopped_early += 1
             elif status == "ERROR":
@@ -308,17 +340,6 @@ class SweepProgress(Callback):
         self.stream.flush()
         self._status_shown = True
         self._last_draw = self.clock()
-
-
-def describe(trial: Any, constants: frozenset[str] = frozenset()) -> str:
-    """A trial's sampled values on one line: ``backbone=resnet18 lr=0.002 ...``
-    (``constants``: keys the space fixes, the same for every trial)."""
-    params = trial.evaluated_params or {}
-    return " ".join(
-        f"{key.rsplit('.', 1)[-1]}={short_value(v)}"
-        for key, v in params.items()
-        if key not in constants
-    )
 
 
 def _number(value: Any) -> float | None:

@@ -169,6 +169,7 @@ def set_callbacks(
     run_config.verbose = None if verbose else 0  # None: Ray's default output
     if not verbose:
         sched = space.search.scheduler
+        scheduler = local._tune_config.scheduler  # the one fit runs (unpickled on a resume)
         callbacks.append(
             SweepProgress(
                 metric=space.trial.metric,
@@ -178,12 +179,20 @@ def set_callbacks(
                 time_budget_s=space.search.time_budget_s,
                 grace_period=sched.grace_period if sched.type == "asha" else None,
                 reduction_factor=sched.reduction_factor,
+                stopped_by_asha=(
+                    scheduler.stopped if isinstance(scheduler, ResumableASHA) else _no_asha
+                ),
                 title=plan(space),
                 constants=frozenset(p.key for p in walk(space.params) if p.kind == "const"),
             )
         )
     run_config.callbacks = callbacks
     return guard
+
+
+def _no_asha(trial_id: str) -> bool:
+    """Without ASHA only the time budget ends a trial short."""
+    return False
 
 
 def plan(space: Space) -> str:

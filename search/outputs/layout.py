@@ -10,6 +10,7 @@ SPACE_FILE = "space.yaml"
 ORIGINAL_SPACE_FILE = "space.original.yaml"  # the space the sweep started from (resume compares)
 SPLIT_FILE = "split.csv"
 TUNE_DIR = "tune"  # Ray Tune's experiment (ray_files.py)
+ASHA_STOPS_FILE = "asha_stops.json"  # in TUNE_DIR: trial id -> epoch ASHA stopped it at
 LEADERBOARD_FILE = "leaderboard.csv"
 FINALISTS_FILE = "finalists.json"
 REPORT_FILE = "report.md"
@@ -38,6 +39,7 @@ STOPPED_EARLY = "stopped_early"
 ERRORED = "errored"
 RUNNING = "running"
 PENDING = "pending"
-STATUSES = (COMPLETED, STOPPED_EARLY, ERRORED, RUNNING, PENDING)
+OUT_OF_TIME = "out_of_time"  # ended short of max_epochs by search.time_budget (or never started)
+STATUSES = (COMPLETED, STOPPED_EARLY, OUT_OF_TIME, ERRORED, RUNNING, PENDING)
 
 __all__ = [n for n in dir() if n.isupper()]

@@ -12,6 +12,7 @@ from search.outputs.layout import (
     COMPLETED,
     ERRORED,
     FINALISTS_FILE,
+    OUT_OF_TIME,
     PENDING,
     RUNNING,
     SPACE_FILE,
@@ -20,6 +21,7 @@ from search.outputs.layout import (
 )
 from search.outputs.ray_files import (
     TrialRecord,
+    asha_stops,
     best_checkpoint,
     ray_trials,
     read_json,
@@ -68,10 +70,13 @@ def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFram
     metric, mode = space.trial.metric, space.trial.mode
     trials = ray_trials(sweep_dir)
     finalists = read_finalists(sweep_dir)
+    stops = asha_stops(sweep_dir)
     rows = []
     for record in read_trials(sweep_dir.resolve()):
         status, failures = trials.get(record.trial_id, (None, None))
         row = _row(space, record, status, failures, finished)
+        if status == "TERMINATED" and row["status"] == STOPPED_EARLY:
+            row["status"] = _ended_short(space, record.trial_id, stops)
         tested = finalists.get(record.trial_id)
         if tested and tested.get("checkpoint") == row["checkpoint"]:
             row |= {f"test_{k}": v for k, v in tested["test"].items()}
@@ -228,7 +233,7 @@ def _status(
     if ray_status is None and record.error and finished:
         return ERRORED
     if ray_status == "TERMINATED":  # ended short of max_epochs: ASHA or the time budget
-        return STOPPED_EARLY
+        return STOPPED_EARLY  # or OUT_OF_TIME: _ended_short
     if ray_status in ("RUNNING", "PAUSED"):
         return RUNNING
     if ray_status == "PENDING":
@@ -236,6 +241,16 @@ def _status(
     if finished:
         return STOPPED_EARLY if results else "errored"
     return RUNNING if results else "pending"
+
+
+def _ended_short(space: Space, trial_id: str, stops: dict[str, int] | None) -> str:
+    """Why a trial Ray ended short of max_epochs ended: ASHA stopped it, or the
+    time budget ran out (Ray then stops every running trial and starts none)."""
+    if space.search.scheduler.type == "none":
+        return OUT_OF_TIME  # nothing else ends a trial short
+    if stops is None:
+        return STOPPED_EARLY  # a sweep from before ASHA's stops were recorded
+    return STOPPED_EARLY if trial_id in stops else OUT_OF_TIME
 
 
 def select(

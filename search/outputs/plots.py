@@ -23,6 +23,7 @@ import matplotlib
 from search.outputs.layout import (
     COMPLETED,
     ERRORED,
+    OUT_OF_TIME,
     PENDING,
     PLOTS_DIR,
     RUNNING,
@@ -59,6 +60,7 @@ PLOTS = (
 STATUS_STYLE: dict[str, tuple[str, Any, str]] = {
     COMPLETED: ("#1b7837", "-", "o"),
     STOPPED_EARLY: ("#e08214", "--", "x"),
+    OUT_OF_TIME: ("#762a83", "--", "s"),
     ERRORED: ("#c51b1b", ":", "v"),
     RUNNING: ("#2166ac", "-", ">"),
     PENDING: ("#888888", ":", "."),

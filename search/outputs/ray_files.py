@@ -40,6 +40,7 @@ from typing import Any
 import pyarrow.fs
 
 from search.outputs import trust
+from search.outputs.layout import ASHA_STOPS_FILE
 from search.outputs.storage import tune_dir
 from trainables import hparams as hp
 from trainables.checkpoint_files import META_FILE
@@ -289,6 +290,29 @@ def write_signed(path: Path, data: bytes) -> None:
     fresh.write_bytes(data)
     fresh.replace(path)
     trust.sign(str(path.parent), [path.name])
+
+
+def write_asha_stops(experiment_dir: str, fs: pyarrow.fs.FileSystem, stops: dict[str, int]) -> None:
+    """Records which trials ASHA stopped, and at which epoch (ftsweep's file, not Ray's).
+
+    The leaderboard tells them from trials the time budget cut short by it:
+    both end TERMINATED short of max_epochs in Ray's state. Written whole to
+    a temporary name and moved into place, on local or object storage alike.
+    """
+    path = f"{experiment_dir.rstrip('/')}/{ASHA_STOPS_FILE}"
+    fresh = f"{experiment_dir.rstrip('/')}/.{ASHA_STOPS_FILE}.new"
+    with fs.open_output_stream(fresh) as stream:
+        stream.write(json.dumps(dict(sorted(stops.items())), indent=1).encode())
+    fs.move(fresh, path)
+
+
+def asha_stops(sweep_dir: Path) -> dict[str, int] | None:
+    """Trial id -> epoch ASHA stopped it at; None for a sweep that never recorded them
+    (no ASHA, or a sweep from before the record was kept)."""
+    stops = read_json(tune_dir(sweep_dir) / ASHA_STOPS_FILE)
+    if not isinstance(stops, dict):
+        return None
+    return {str(k): v for k, v in stops.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def stored_results(

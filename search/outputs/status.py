@@ -10,7 +10,14 @@ from typing import TextIO
 
 import pandas as pd
 
-from search.outputs.layout import BEST_DIR, LEADERBOARD_FILE, MODEL_FILE, SPLIT_FILE, STATUSES
+from search.outputs.layout import (
+    BEST_DIR,
+    LEADERBOARD_FILE,
+    MODEL_FILE,
+    OUT_OF_TIME,
+    SPLIT_FILE,
+    STATUSES,
+)
 from search.outputs.leaderboard import build_leaderboard, open_sweep, read_finalists
 from search.outputs.lock import driver_of
 from search.outputs.ray_files import ray_statuses, read_json
@@ -34,7 +41,11 @@ def describe_status(sweep_dir: Path) -> list[str]:
     lines = [
         f"sweep: {sweep_dir} ({space.search.num_samples} trials planned)",
         "trials: "
-        + ", ".join(f"{counts.get(s, 0)} {s.replace('_', ' ')}" for s in STATUSES)
+        + ", ".join(
+            f"{counts.get(s, 0)} {s.replace('_', ' ')}"
+            for s in STATUSES
+            if s != OUT_OF_TIME or counts.get(s)  # only where a time budget cut trials
+        )
         + f", {not_started} not started",
     ]
     key = f"best_{metric}"

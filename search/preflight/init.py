@@ -95,7 +95,7 @@ trial:
 search:
   num_samples: {tier.num_samples}
   max_concurrent: 8            # at most; Ray runs as many as the resources allow
-  time_budget: 8h              # no new trials after this (running ones finish)
+  time_budget: 8h              # then no new trials, and running ones stop (out_of_time)
   sampler: tpe
   seed: 0
   scheduler: {{type: asha, grace_period: 1, reduction_factor: 3}}

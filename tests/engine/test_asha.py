@@ -163,3 +163,19 @@ def test_plain_asha_forgets_its_rungs_on_resume(tmp_path):
     expected = _outcome(_uninterrupted(tmp_path / "straight"))
     at = _kill_points()[1]
     assert _outcome(_interrupted(tmp_path / "plain", at, "nothing", ASHAScheduler)) != expected
+
+
+@pytest.mark.parametrize("lost", ["nothing", "stop", "result"])
+def test_every_stop_is_recorded_for_the_leaderboard_after_an_interruption_too(tmp_path, lost):
+    """asha_stops.json names each trial ASHA stopped short of max_t (not the
+    ones that finished), so the leaderboard can tell them from trials the time
+    budget cut short: both end TERMINATED in Ray's state."""
+    straight = _uninterrupted(tmp_path / "straight")
+    expected = {trial: epoch for trial, epoch in straight.stopped.items() if epoch < MAX_T}
+    assert expected and len(expected) < len(CURVES)
+    assert json.loads((tmp_path / "straight" / "asha_stops.json").read_text()) == expected
+    at = _kill_points()[1]
+    resumed = _interrupted(tmp_path / "resumed", at, lost)
+    assert json.loads((tmp_path / "resumed" / "asha_stops.json").read_text()) == expected
+    assert all(resumed.scheduler.stopped(t) for t in expected)
+    assert not any(resumed.scheduler.stopped(t) for t in set(CURVES) - set(expected))

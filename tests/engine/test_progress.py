@@ -149,6 +149,38 @@ def test_time_left_from_epoch_lengths_asha_and_the_budget():
     assert unbounded.time_left() == "~29m00s left"  # (8 x 6 + 2 x 5) x 60 s / 2
 
 
+def test_asha_stops_and_time_budget_cuts_are_told_apart_by_the_schedulers_record():
+    """Both end TERMINATED short of max_epochs; the clock cannot tell them
+    apart (an ASHA stop seconds before the budget's end), ASHA's record can."""
+    asha = {"aaaa"}
+    progress, out, clock = view(time_budget_s=60, stopped_by_asha=asha.__contains__)
+    a, b, c = trial("aaaa", "RUNNING"), trial("bbbb", "RUNNING"), trial("cccc", "RUNNING")
+    d = trial("dddd", "RUNNING")
+    trials = [a, b, c, d]
+    progress.setup()
+    for t in trials:
+        progress.on_trial_start(0, trials, t)
+    clock.now += 58  # within seconds of the budget's end
+    for t in trials:
+        result(t, progress, trials, 1, 0.5)
+    result(c, progress, trials, 3, 0.9)
+    for t in trials[:3]:
+        progress.on_trial_complete(0, trials, t)
+        t.status = "TERMINATED"
+    # Ray stops the trials still running at the budget's end without a callback.
+    d.status = "TERMINATED"
+    progress.on_experiment_end(trials)
+    text = out.getvalue()
+    assert "stopped    aaaa  early by ASHA at epoch 1" in text
+    assert "cut short  bbbb  by the time budget at epoch 1" in text
+    assert "finished   cccc" in text
+    assert "cut short  dddd  by the time budget at epoch 1: best val_accuracy 0.5000" in text
+    assert (
+        "4/4 trials done (1 completed, 1 stopped early, 2 cut by the time budget, 0 errored)"
+        in text
+    )
+
+
 def test_a_resumed_sweep_starts_from_its_best_so_far():
     progress, out, clock = view()
     done = trial(

@@ -100,6 +100,61 @@ def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(
     assert told() == {ids[0]: "COMPLETE", ids[1]: "COMPLETE", ids[2]: "COMPLETE", None: "FAIL"}
 
 
+BUDGET = """
+name: b
+data: {source: digits, image_size: 16}
+trial: {max_epochs: 2, batch_size: 64, precision: fp32}
+search:
+  num_samples: 4
+  max_concurrent: 1  # one after another: trial numbers follow start_from
+  seed: 1
+  time_budget: 25s
+  start_from: [{lr: 3.0e-3}, {lr: 1.0e-7}]
+  scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+resources: {cpus: 1}
+space:
+  backbone: squeezenet1_1
+  weights: none
+  lr: {choice: [3.0e-3, 1.0e-7]}
+"""
+
+
+@pytest.mark.slow
+def test_trials_the_time_budget_cut_are_out_of_time_not_stopped_early(
+    tmp_path, monkeypatch, capsys, ray_stops
+):
+    """Before, a trial the budget cut was "stopped early", as if ASHA had judged it.
+
+    The first trial completes, ASHA stops the hopeless second at its first
+    rung, the third stalls in its first epoch until the budget ends (Ray
+    stops it without telling the callbacks), the fourth never starts.
+    """
+    (tmp_path / "b.yaml").write_text(BUDGET)
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps([{"trial": 2, "epoch": 1, "error": "stall", "seconds": 120}]))
+    monkeypatch.setenv(INJECT_ENV, str(faults))
+    code = main(["run", str(tmp_path / "b.yaml"), "--results", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    sweep = tmp_path / "r" / "b"
+    ids = (faults.parent / "faults.json.trials").read_text().split()
+    board = pd.read_csv(sweep / "leaderboard.csv").set_index("trial_id")
+    assert list(board.loc[ids, "status"]) == ["completed", "stopped_early", "out_of_time"]
+    assert json.loads((sweep / "tune" / "asha_stops.json").read_text()) == {ids[1]: 1}
+    assert f"stopped    {ids[1]}  early by ASHA at epoch 1" in out
+    assert f"cut short  {ids[2]}  by the time budget before its first epoch" in out
+    assert "(1 completed, 1 stopped early, 1 cut by the time budget, 0 errored)" in out
+    assert "1 out of time" in (sweep / "report.md").read_text()
+
+    assert main(["status", str(sweep)]) == 0
+    status = capsys.readouterr().out
+    assert "1 completed, 1 stopped early, 1 out of time, 0 errored" in status, status
+    assert "1 not started" in status
+    args = ["leaderboard", str(sweep), "--status", "out_of_time", "--format", "csv"]
+    assert main(args) == 0
+    assert ids[2] in capsys.readouterr().out
+
+
 def test_error_line_picks_the_last_failure():
     text = (
         "Failure # 1 (occurred at 2026-11-22_10-00-00)\n"
