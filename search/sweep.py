@@ -99,11 +99,14 @@ def prepare_sweep(
         )
     if name != space.name:
         log.info("%s already holds a sweep; this one goes to %s", where, name)
-    if name != space.name or (space.data.path and not Path(space.data.path).is_absolute()):
+    given = {"data.path": space.data.path, "data.manifest": space.data.manifest}
+    relative = {
+        k: str(Path(v).resolve()) for k, v in given.items() if v and not Path(v).is_absolute()
+    }
+    if name != space.name or relative:
         # The sweep's space.yaml names its data absolutely: a resume started
         # from another folder (or a cluster's worker) finds the same images.
-        data = {"data.path": str(Path(space.data.path).resolve())} if space.data.path else {}
-        space = load_space(space_file, {**overrides, "name": name, **data})
+        space = load_space(space_file, {**overrides, "name": name, **relative})
     sweep_dir = results / space.name
     split = space.data.scan()
     sweep_dir.mkdir(parents=True, exist_ok=True)

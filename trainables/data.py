@@ -11,8 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from torchvision.transforms.v2 import functional as F
 
 from trainables.errors import UserError
 from trainables.scan import Problem, Seen, apply_policy, scan_class_folders
+from trainables.splitting import given_splits, split_off
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def build_split(
     path: str | None,
     source: str | None,
     *,
+    manifest: str | None = None,
     val_fraction: float,
     test_fraction: float,
     seed: int,
@@ -64,13 +65,17 @@ def build_split(
     """Scans the data once and lists every usable image with its label and split.
 
     Args:
+        manifest: a CSV or Parquet file listing the images (trainables/manifest.py),
+            instead of ``path``'s folder.
         bad_files: ``skip`` leaves unreadable images, non-image files and
             empty class folders out with a warning; ``fail`` stops with a
             UserError that lists them.
     """
+    if manifest is not None:
+        return _from_manifest(Path(manifest), val_fraction, test_fraction, seed, bad_files)
     if source is not None:
         frame = _digits_items()
-        frame = _stratified(frame, val_fraction, test_fraction, seed, where=f"source: {source}")
+        frame = split_off(frame, val_fraction, test_fraction, seed, where=f"source: {source}")
         return Split(frame, [])
     root = Path(path or "")
     if not root.is_dir():
@@ -83,7 +88,7 @@ def build_split(
         return _presplit(root, val_fraction, test_fraction, seed, bad_files)
     scan = scan_class_folders(root, root)
     apply_policy(scan.problems, bad_files, str(root))
-    frame = _stratified(scan.items, val_fraction, test_fraction, seed, where=str(root))
+    frame = split_off(scan.items, val_fraction, test_fraction, seed, where=str(root))
     return Split(frame, scan.problems)
 
 
@@ -225,68 +230,28 @@ def _presplit(
     problems = [p for scan in scans.values() for p in scan.problems]
     apply_policy(problems, bad_files, str(root))
     parts = {split: scan.items for split, scan in scans.items()}
-    names = set(parts["train"]["label"])
-    for split, part in parts.items():
-        counts = part["label"].value_counts()
-        if set(part["label"]) != names:
-            raise UserError(
-                f"the classes of {split}/ differ from train/: "
-                f"missing {sorted(names - set(part['label']))}, "
-                f"extra {sorted(set(part['label']) - names)} "
-                f"(readable images per class in {split}/: {counts.sort_index().to_dict()}); "
-                "make them match",
-                str(root / split),
-            )
-    val_frac = 0.0 if "val" in parts else val_fraction
-    test_frac = 0.0 if "test" in parts else test_fraction
-    frame = _stratified(parts["train"], val_frac, test_frac, seed, where=str(root / "train"))
-    extra = [part.assign(split=split) for split, part in parts.items() if split != "train"]
-    return Split(pd.concat([frame, *extra], ignore_index=True), problems)
+    wheres = {split: str(root / split) for split in parts}
+    names = {split: f"{split}/" for split in parts}
+    return Split(given_splits(parts, val_fraction, test_fraction, seed, wheres, names), problems)
 
 
-def _stratified(
-    frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int, where: str
-) -> pd.DataFrame:
-    # Here: a trial's worker reads this module and never splits (scikit-learn takes 1.3 s).
-    from sklearn.model_selection import train_test_split
+def _from_manifest(
+    file: Path, val_fraction: float, test_fraction: float, seed: int, bad_files: str
+) -> Split:
+    from trainables.manifest import scan_manifest  # pandas' CSV and Parquet readers
 
-    classes = sorted(frame["label"].unique())
-    if len(classes) < 2:
+    items, problems = scan_manifest(file)
+    apply_policy(problems, bad_files, str(file))
+    if "split" not in items:
+        return Split(split_off(items, val_fraction, test_fraction, seed, str(file)), problems)
+    parts = {s: items[items["split"] == s].drop(columns="split") for s in SPLITS}
+    parts = {s: part for s, part in parts.items() if len(part)}
+    if "train" not in parts:
         raise UserError(
-            f"a classifier needs at least 2 classes with readable images; found {classes}. "
-            "Add class folders, or fix the images the data scan left out",
-            where,
+            "column split: no row is in train; mark the training images train (val and test "
+            "rows are optional: without them ftsweep splits them off train)",
+            str(file),
         )
-    frame = frame.assign(split="train")
-    remaining = frame.index.to_numpy()
-    for split, fraction, of_rest in (
-        ("test", test_fraction, 1.0),
-        ("val", val_fraction, 1.0 - test_fraction),
-    ):
-        if fraction <= 0:
-            continue
-        labels = frame.loc[remaining, "label"].to_numpy()
-        _check_class_sizes(labels, where)
-        try:
-            keep, take = train_test_split(
-                remaining, test_size=fraction / of_rest, stratify=labels, random_state=seed
-            )
-        except ValueError as exc:
-            raise UserError(
-                f"cannot split off a stratified {split} set of {fraction:g} ({exc}); "
-                f"add images, lower data.{split}_fraction, or provide a {split}/ folder",
-                where,
-            ) from exc
-        frame.loc[take, "split"] = split
-        remaining = np.sort(keep)
-    return frame
-
-
-def _check_class_sizes(labels: Sequence[str] | np.ndarray, where: str) -> None:
-    small = {name: n for name, n in Counter(labels).items() if n < 3}
-    if small:
-        raise UserError(
-            f"classes with fewer than 3 images cannot be split into train/val/test: {small}; "
-            "add images to them or remove them",
-            where,
-        )
+    wheres = {split: str(file) for split in parts}
+    names = {split: f"the {split} rows" for split in parts}
+    return Split(given_splits(parts, val_fraction, test_fraction, seed, wheres, names), problems)

@@ -127,7 +127,7 @@ def scan_class_folders(
             candidates.append((path, label))
         else:
             problems.append(Problem(rel(path), "not_an_image", f"extension '{path.suffix}'"))
-    verdicts = _decode_all([path for path, _ in candidates], workers)
+    verdicts = decode_all([path for path, _ in candidates], workers)
     rows = []
     for (path, label), error in zip(candidates, verdicts, strict=True):
         if error is None:
@@ -144,7 +144,7 @@ def scan_class_folders(
     return FolderScan(items, problems)
 
 
-def _decode_all(paths: list[Path], workers: int | None) -> list[str | None]:
+def decode_all(paths: list[Path], workers: int | None) -> list[str | None]:
     """Each file's decode error (None: it decodes), each given FILE_TIMEOUT_S."""
     pool = ThreadPoolExecutor(workers or min(16, (os.cpu_count() or 1) + 2))
     try:  # PIL releases the GIL while it decodes.

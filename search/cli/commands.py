@@ -122,7 +122,8 @@ def init(args: argparse.Namespace) -> int:
     from search.preflight.init import write_starter
 
     data = Path(args.data)
-    out = Path(args.out or f"spaces/{data.resolve().name or 'sweep'}.yaml")
+    stem = data.resolve().stem if data.is_file() else data.resolve().name
+    out = Path(args.out or f"spaces/{stem or 'sweep'}.yaml")
     write_starter(data, out, args.name)
     print(f"wrote {out}; check it with: ftsweep validate {out}")
     return 0

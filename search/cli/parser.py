@@ -170,8 +170,14 @@ def _init(commands: Any) -> None:
         description="Write a starter space sized to your data. "
         "Example: ftsweep init /data/flowers --out spaces/flowers.yaml",
     )
-    init.add_argument("data", help="an ImageFolder: class folders, or train/ val/ [test/]")
-    init.add_argument("--out", help="the space file to write (default: spaces/<folder>.yaml)")
+    init.add_argument(
+        "data",
+        help="an ImageFolder (class folders, or train/ val/ [test/]), or a manifest: a CSV or "
+        "Parquet file with columns path, label [, split, group]",
+    )
+    init.add_argument(
+        "--out", help="the space file to write (default: spaces/<folder or file name>.yaml)"
+    )
     init.add_argument("--name", help="the sweep's name (default: the folder's)")
     init.set_defaults(command="init")
 

@@ -49,7 +49,7 @@ def trial_setup(
     ``verbose``: trials keep Ray Train's log line for every checkpoint.
     """
     split_csv = (sweep_dir / SPLIT_FILE).resolve()
-    data_root = str(Path(space.data.path).resolve()) if space.data.path else None
+    data_root = space.data.root
     cache_dir = node_cache_dir() if node_cache else sweep_dir / CACHE_DIR
     return TrialSetup(
         split_csv=str(split_csv),

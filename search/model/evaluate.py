@@ -181,7 +181,7 @@ def _labelled_images(
                 f"was no {split}/ folder); pass --split val, or an ImageFolder",
                 str(data / SPLIT_FILE),
             )
-        _, sets = decode_split(rows, space.data.path, image_size)
+        _, sets = decode_split(rows, space.data.root, image_size)
         names = classes_of(rows)
         labels = [names[i] for i in sets[split].labels.tolist()]
         return rows["path"].tolist(), labels, sets[split].images, f"{data} ({split} split)"

@@ -149,7 +149,7 @@ def test_set(split: pd.DataFrame, space: Space) -> tuple[torch.Tensor, torch.Ten
     """The sweep's test images, labelled with the class index the trials trained with."""
     classes = classes_of(split)
     test = split[split["split"] == "test"]
-    _, sets = decode_split(test, space.data.path, space.data.image_size)
+    _, sets = decode_split(test, space.data.root, space.data.image_size)
     names = classes_of(test)  # decode_split indexes the given rows' classes only
     labels = torch.tensor([classes.index(names[i]) for i in sets["test"].labels.tolist()])
     return sets["test"].images, labels

@@ -194,7 +194,7 @@ def slot_utilization(frame: pd.DataFrame) -> tuple[float, int] | None:
 
 
 def _settings(sweep_dir: Path, space: Space) -> list[str]:
-    data = space.data.path or f"built-in `{space.data.source}`"
+    data = space.data.described
     lines = [f"- Data: {data}, images {space.data.image_size} px."]
     try:
         split = read_split(sweep_dir / SPLIT_FILE)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from trainables.data import build_split
 from trainables.errors import UserError
+from trainables.manifest import read_manifest
 
 SIZES = (64, 96, 128, 160, 224)  # image_size choices: the largest the images fill
 
@@ -38,29 +39,42 @@ TIERS = ((2_000, SMALL), (50_000, MEDIUM), (None, LARGE))  # by training images,
 
 
 def starter_space(data: Path, name: str | None = None) -> str:
-    """The YAML text of a space for the ImageFolder ``data``, with comments saying why.
+    """The YAML text of a space for ``data`` (an ImageFolder, or a manifest file),
+    with comments saying why.
 
     Long: most of it is the commented YAML template itself, read top to bottom.
     """
-    split = build_split(str(data), None, val_fraction=0.15, test_fraction=0.15, seed=0)
+    manifest = data.is_file()
+    split = build_split(
+        None if manifest else str(data),
+        None,
+        manifest=str(data) if manifest else None,
+        val_fraction=0.15,
+        test_fraction=0.15,
+        seed=0,
+    )
     frame = split.frame
     train = frame[frame["split"] == "train"]
     counts = train["label"].value_counts()
     tier = next(t for bound, t in TIERS if bound is None or len(train) < bound)
-    side = _median_short_side(data, frame["path"].tolist())
+    root = data.parent if manifest else data
+    side = _median_short_side(root, frame["path"].tolist())
     image_size = max([s for s in SIZES if s <= side] or [SIZES[0]])
-    presplit = (data / "train").is_dir()
+    given = _given_splits(data, manifest)
+    held_out = "by group" if "group" in frame else "stratified"
     val_note = (
-        "unused: the data has a val/ folder"
-        if presplit and (data / "val").is_dir()
-        else "held out of the training images, stratified"
+        f"unused: the data has {given['val']}"
+        if given["val"]
+        else f"held out of the training images, {held_out}"
     )
     test_note = (
-        "unused: the data has a test/ folder"
-        if presplit and (data / "test").is_dir()
+        f"unused: the data has {given['test']}"
+        if given["test"]
         else "never used to choose: the finalists are scored on it"
     )
-    name = name or re.sub(r"[^a-z0-9_-]+", "-", data.resolve().name.lower()).strip("-") or "sweep"
+    stem = data.resolve().stem if manifest else data.resolve().name
+    name = name or re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-") or "sweep"
+    where = "manifest" if manifest else "path"
     splits = ", ".join(f"{n} {s}" for s, n in frame["split"].value_counts().items())
     left_out = len(split.problems)
     problems = f"; {left_out} files left out (ftsweep validate lists them)" if left_out else ""
@@ -82,7 +96,7 @@ def starter_space(data: Path, name: str | None = None) -> str:
 #   ftsweep run <this file>
 name: {name}
 data:
-  path: {json.dumps(str(data.resolve()))}
+  {where}: {json.dumps(str(data.resolve()))}
   image_size: {image_size}              # the largest of {sizes} the images fill
   val_fraction: 0.15           # {val_note}
   test_fraction: 0.15          # {test_note}
@@ -118,6 +132,18 @@ space:
   augmentation: {{choice: [light, strong, trivialaugment]}}
   label_smoothing: {{uniform: [0.0, 0.2]}}
 """
+
+
+def _given_splits(data: Path, manifest: bool) -> dict[str, str | None]:
+    """What the user gave as val and test: folders, or a manifest's rows."""
+    if manifest:
+        frame = read_manifest(data)
+        values = set(frame["split"]) if "split" in frame else set()
+        return {s: f"{s} rows" if s in values else None for s in ("val", "test")}
+    presplit = (data / "train").is_dir()
+    return {
+        s: f"a {s}/ folder" if presplit and (data / s).is_dir() else None for s in ("val", "test")
+    }
 
 
 def write_starter(data: Path, out: Path, name: str | None = None) -> Path:

@@ -55,7 +55,8 @@ def describe(
     split = scan.frame
     counts = split.groupby("split").size().to_dict()
     lines.append(
-        f"data: {space.data.source or space.data.path}: {len(split)} images, "
+        f"data: {space.data.source or space.data.path or space.data.manifest}: "
+        f"{len(split)} images, "
         f"{split['label'].nunique()} classes, "
         + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test"))
     )
@@ -117,9 +118,9 @@ def _per_class(split: pd.DataFrame) -> list[str]:
 
 def _image_sizes(space: Space, split: pd.DataFrame) -> list[str]:
     """Image sizes from the headers of up to SIZE_SAMPLE images (nothing decoded)."""
-    if space.data.path is None:
+    if space.data.root is None:
         return [f"image size: {space.data.source} images, resized to {space.data.image_size} px"]
-    root = Path(space.data.path)
+    root = Path(space.data.root)
     paths = split["path"].tolist()
     step = max(1, len(paths) // SIZE_SAMPLE)
     sizes = []

@@ -62,12 +62,13 @@ def start_point(
 
 def check_data(data: DataSpec, raw: LocatedDict, loc: Located) -> None:
     section = raw.get("data") or LocatedDict()
-    if (data.path is None) == (data.source is None):
+    if sum(x is not None for x in (data.path, data.manifest, data.source)) != 1:
         raise loc.error(
             section,
             None,
             "data",
-            "data needs exactly one of path: (an ImageFolder root) or source: digits",
+            "data needs exactly one of path: (an ImageFolder root), manifest: (a CSV or "
+            "Parquet file with columns path and label) or source: digits",
         )
     if data.source is not None and data.source not in BUILTIN_SOURCES:
         raise loc.error(

@@ -43,6 +43,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
         DataSpec,
         {
             "path": str,
+            "manifest": str,
             "source": str,
             "image_size": int,
             "val_fraction": float,

@@ -19,14 +19,30 @@ SCHEDULERS = ("asha", "none")
 
 @dataclass(frozen=True)
 class DataSpec:
-    path: str | None = None
-    source: str | None = None
+    path: str | None = None  # an ImageFolder
+    manifest: str | None = None  # a CSV or Parquet file of path,label[,split][,group]
+    source: str | None = None  # built-in: digits
     image_size: int = 224
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
     bad_files: str = "skip"  # unreadable images, non-image files: skip (warn) or fail
     cache_budget: int | None = None  # bytes of decoded images to cache per node; None: half the RAM
+
+    @property
+    def root(self) -> str | None:
+        """The folder split.csv's relative paths start from: the ImageFolder, or
+        the manifest's folder; None for a built-in source."""
+        if self.manifest is not None:
+            return str(Path(self.manifest).resolve().parent)
+        return str(Path(self.path).resolve()) if self.path is not None else None
+
+    @property
+    def described(self) -> str:
+        """The data in a few words, for people."""
+        if self.manifest is not None:
+            return f"manifest {self.manifest}"
+        return self.path or f"built-in `{self.source}`"
 
     def split(self) -> pd.DataFrame:
         """Every image with its label and split (train/val/test), stratified and seeded."""
@@ -37,6 +53,7 @@ class DataSpec:
         return build_split(
             self.path,
             self.source,
+            manifest=self.manifest,
             val_fraction=self.val_fraction,
             test_fraction=self.test_fraction,
             seed=self.seed,
