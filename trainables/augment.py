@@ -278,21 +278,41 @@ class Regularisation:
 
     augment: Augment  # per-image augmentation, batched on the device
     mix: Mix | None  # MixUp / CutMix over a batch, or None
-    loss: nn.Module  # cross-entropy, with label smoothing
+    loss: nn.Module  # cross-entropy, with label smoothing and class weights
 
 
 def build_regularisation(
-    num_classes: int,
+    class_counts: torch.Tensor,
     image_size: int,
     *,
     augmentation: str = "light",
     label_smoothing: float = 0.0,
+    class_weights: str = "none",
     mixup_alpha: float = 0.0,
     cutmix_alpha: float = 0.0,
 ) -> Regularisation:
-    """The regularisation group of a trial's hyperparameters, built."""
+    """The regularisation group of a trial's hyperparameters, built.
+
+    ``class_counts``: images per class in the training split (the class
+    weights come from them).
+    """
     return Regularisation(
         augment=build_augmentation(augmentation, image_size),
-        mix=build_mix(num_classes, mixup_alpha, cutmix_alpha),
-        loss=nn.CrossEntropyLoss(label_smoothing=label_smoothing),
+        mix=build_mix(len(class_counts), mixup_alpha, cutmix_alpha),
+        loss=nn.CrossEntropyLoss(
+            weight=weights_of(class_counts, class_weights), label_smoothing=label_smoothing
+        ),
     )
+
+
+def weights_of(class_counts: torch.Tensor, kind: str) -> torch.Tensor | None:
+    """Class weights ``1/n`` (inverse) or ``1/sqrt(n)`` (sqrt_inverse), scaled so
+    that the training images' weights average 1 (inverse: scikit-learn's
+    "balanced", ``N / (K n)``); None for ``none``. A class without training
+    images gets weight 0."""
+    if kind == "none":
+        return None
+    counts = class_counts.double()
+    power = {"inverse": 1.0, "sqrt_inverse": 0.5}[kind]
+    raw = torch.where(counts > 0, counts.clamp_min(1) ** -power, torch.zeros_like(counts))
+    return (raw * counts.sum() / (raw * counts).sum()).float()

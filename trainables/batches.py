@@ -31,9 +31,16 @@ class SplitImages(Protocol):
     def __len__(self) -> int: ...
 
     def batches(
-        self, batch_size: int, *, generator: torch.Generator | None = None, drop_last: bool = False
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        balanced: bool = False,
     ) -> Iterable[Batch]:
-        """One pass in batches: shuffled with ``generator``, else in order."""
+        """One pass in batches: shuffled with ``generator``, else in order;
+        ``balanced``: as many images drawn (with ``generator``, with replacement),
+        each class equally likely."""
         ...
 
 
@@ -47,9 +54,14 @@ class CachedImages:
         return int(self.rows.shape[0])
 
     def batches(
-        self, batch_size: int, *, generator: torch.Generator | None = None, drop_last: bool = False
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        balanced: bool = False,
     ) -> Iterable[Batch]:
-        order = _order(len(self), generator)
+        order = _order(self.labels, generator, balanced)
         stop = len(order) - (len(order) % batch_size if drop_last else 0)
 
         def gather(start: int) -> Batch:
@@ -83,12 +95,18 @@ class StreamedImages:
         return len(self.files)
 
     def batches(
-        self, batch_size: int, *, generator: torch.Generator | None = None, drop_last: bool = False
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        balanced: bool = False,
     ) -> Iterable[Batch]:
         loader = DataLoader(
             self.files,
             batch_size=batch_size,
-            sampler=_order(len(self), generator).tolist(),  # the order the cache would use
+            # the order the cache would use
+            sampler=_order(self.labels, generator, balanced).tolist(),
             drop_last=drop_last,
             num_workers=self.workers,
             pin_memory=self.pin,
@@ -168,7 +186,17 @@ def prefetch(batches: Iterator[Batch], depth: int = PREFETCH) -> Iterator[Batch]
                 thread.join(timeout=0.05)
 
 
-def _order(count: int, generator: torch.Generator | None) -> torch.Tensor:
+def _order(
+    labels: torch.Tensor, generator: torch.Generator | None, balanced: bool = False
+) -> torch.Tensor:
+    """The rows of one pass: in order, shuffled, or drawn class-balanced (each
+    image with probability 1 / (classes x its class's count)). Only
+    ``generator`` decides, so a resumed epoch draws the same rows."""
+    count = len(labels)
     if generator is None:
         return torch.arange(count)
-    return torch.randperm(count, generator=generator)
+    if not balanced:
+        return torch.randperm(count, generator=generator)
+    per_class = torch.bincount(labels).double()
+    weights = 1.0 / per_class[labels]
+    return torch.multinomial(weights, count, replacement=True, generator=generator)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 BUILTIN_SOURCES = ("digits",)
+DATA_SAMPLERS = ("uniform", "balanced")  # data.sampler: how training batches are drawn
 _DIGITS_PREFIX = "digits:"
 
 

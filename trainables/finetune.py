@@ -62,6 +62,7 @@ class TrialSetup:
     compile: bool = False  # torch.compile the model (worth it for long trials only)
     split_rows: str = ""  # split.csv's text, for workers that cannot read split_csv
     verbose: bool = False  # keep Ray Train's "Checkpoint successfully created" lines
+    sampler: str = "uniform"  # data.sampler: uniform, or balanced (classes equally often)
 
 
 def split_frame(setup: TrialSetup) -> pd.DataFrame:
@@ -173,9 +174,9 @@ def train(
         steps_per_epoch=steps_per_epoch,
         **hparams.group(hp.SCHEDULE),
     )
-    regular = build_regularisation(
-        len(classes), setup.image_size, **hparams.group(hp.REGULARISATION)
-    )
+    counts = torch.bincount(train_set.labels, minlength=len(classes))
+    regular = build_regularisation(counts, setup.image_size, **hparams.group(hp.REGULARISATION))
+    regular.loss.to(device)  # its class weights
     ema = WeightEMA(model, hparams.ema) if hparams.ema > 0 else None
 
     parts: dict[str, Any] = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
@@ -200,6 +201,7 @@ def train(
             setup.batch_size,
             generator=torch.Generator().manual_seed(setup.seed * 100_003 + epoch),
             drop_last=len(train_set) > setup.batch_size,
+            balanced=setup.sampler == "balanced",
         )
         train_loss = train_epoch(
             model,
@@ -230,6 +232,8 @@ def train(
             hp.VAL_LOSS: scores["loss"],
             hp.VAL_ACCURACY: scores["accuracy"],
             hp.VAL_F1_MACRO: scores["f1_macro"],
+            hp.VAL_BALANCED_ACCURACY: scores["balanced_accuracy"],
+            hp.VAL_MIN_RECALL: scores["min_recall"],
             hp.EPOCH_SECONDS: seconds,
             hp.TRAIN_SECONDS: train_seconds,
             hp.STARTED_AT: started_at,

@@ -19,6 +19,8 @@ TRAIN_LOSS = "train_loss"
 VAL_LOSS = "val_loss"
 VAL_ACCURACY = "val_accuracy"
 VAL_F1_MACRO = "val_f1_macro"
+VAL_BALANCED_ACCURACY = "val_balanced_accuracy"  # the mean of the classes' recalls
+VAL_MIN_RECALL = "val_min_recall"  # the worst class's recall
 TRAIN_SECONDS = "train_seconds"
 EPOCH_SECONDS = "epoch_seconds"
 STARTED_AT = "started_at"
@@ -32,11 +34,18 @@ NODE_ID = "node_id"  # the Ray node the trial ran on (its last one, after a move
 DATA = "data"  # cache (decoded once per node) or stream (decoded every epoch)
 
 #: Metrics a sweep may optimise, with their natural direction.
-METRICS: dict[str, str] = {VAL_ACCURACY: "max", VAL_LOSS: "min", VAL_F1_MACRO: "max"}
+METRICS: dict[str, str] = {
+    VAL_ACCURACY: "max",
+    VAL_LOSS: "min",
+    VAL_F1_MACRO: "max",
+    VAL_BALANCED_ACCURACY: "max",
+    VAL_MIN_RECALL: "max",
+}
 
 OPTIMIZERS = ("adamw", "sgd")
 LR_SCHEDULERS = ("cosine", "step", "onecycle", "none")
 AUGMENTATIONS = ("none", "light", "strong", "randaugment", "trivialaugment")
+CLASS_WEIGHTS = ("none", "inverse", "sqrt_inverse")
 
 
 # The builders, and the groups of hyperparameters each takes as keyword arguments.
@@ -96,6 +105,13 @@ HPARAMS: dict[str, HParam] = {
     # build_regularisation
     "augmentation": HParam(REGULARISATION, str, "light", choices=AUGMENTATIONS),
     "label_smoothing": HParam(REGULARISATION, float, 0.0, lo=0.0, hi=1.0),
+    "class_weights": HParam(
+        REGULARISATION,
+        str,
+        "none",
+        choices=CLASS_WEIGHTS,
+        help="the loss's class weights from the training split's counts: 1/n or 1/sqrt(n)",
+    ),
     "mixup_alpha": HParam(
         REGULARISATION, float, 0.0, lo=0.0, help="MixUp's Beta(alpha, alpha); 0 = off"
     ),

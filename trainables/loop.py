@@ -165,13 +165,27 @@ def evaluate_batches(
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Loss, accuracy and macro F1 of logits against integer labels."""
+    """Loss, accuracy, macro F1, balanced accuracy (the mean of the classes'
+    recalls) and the worst class's recall, of logits against integer labels."""
     predicted = logits.argmax(dim=1)
+    recalls = class_recalls(labels, predicted)
     return {
         "loss": float(nn.functional.cross_entropy(logits, labels)),
         "accuracy": float((predicted == labels).float().mean()),
         "f1_macro": macro_f1(labels, predicted),
+        "balanced_accuracy": float(recalls.mean()),
+        "min_recall": float(recalls.min()),
     }
+
+
+def class_recalls(labels: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """Each class's recall, over the classes present in ``labels`` (scikit-learn's
+    ``balanced_accuracy_score`` is their mean)."""
+    count = int(torch.cat([labels, predicted]).max()) + 1
+    truth = torch.bincount(labels, minlength=count)
+    hits = torch.bincount(labels[labels == predicted], minlength=count)
+    present = truth > 0
+    return hits[present].double() / truth[present]
 
 
 def macro_f1(labels: torch.Tensor, predicted: torch.Tensor) -> float:

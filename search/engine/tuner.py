@@ -66,6 +66,7 @@ def trial_setup(
         ),
         compile=space.trial.compile,
         verbose=verbose,
+        sampler=space.data.sampler,
     )
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
 )
@@ -135,6 +136,8 @@ def _scores(
         "data": where,
         "images": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        # The mean of the classes' recalls: what accuracy hides on imbalanced classes.
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
         "loss": float(
             torch.nn.functional.nll_loss(
                 probabilities.clamp_min(1e-12).log(), torch.from_numpy(y_true)
@@ -152,7 +155,10 @@ def _scores(
 def describe_evaluation(result: Evaluation) -> list[str]:
     """The figures as text for the terminal."""
     m = result.metrics
-    lines = [f"{m['images']} images from {m['data']}", f"accuracy  {m['accuracy']:.4f}"]
+    lines = [
+        f"{m['images']} images from {m['data']}",
+        f"accuracy  {m['accuracy']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}",
+    ]
     for average in ("macro", "weighted"):
         a = m[average]
         lines.append(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from search.space.params import Located, Param, backbone_pairs, walk, weight_pairs
 from search.space.yamlfile import LocatedDict, as_number
 from trainables.backbones import BUILDER_OPTIONS, builder_kwargs, supported_backbones
-from trainables.data import BUILTIN_SOURCES
+from trainables.data import BUILTIN_SOURCES, DATA_SAMPLERS
 from trainables.errors import UserError
 from trainables.scan import BAD_FILE_POLICIES
 from trainables.weights import resolve_weights
@@ -84,6 +84,14 @@ def check_data(data: DataSpec, raw: LocatedDict, loc: Located) -> None:
             "data.bad_files",
             f"bad_files must be one of {', '.join(BAD_FILE_POLICIES)} (skip: leave unreadable "
             "images out with a warning; fail: stop before any trial starts)",
+        )
+    if data.sampler not in DATA_SAMPLERS:
+        raise loc.error(
+            section,
+            "sampler",
+            "data.sampler",
+            f"sampler must be one of {', '.join(DATA_SAMPLERS)} (uniform: each image once per "
+            "epoch; balanced: images drawn so that each class is seen equally often)",
         )
     if data.image_size < 16:
         raise loc.error(section, "image_size", "data.image_size", "image_size must be at least 16")

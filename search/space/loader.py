@@ -51,6 +51,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
             "seed": int,
             "bad_files": str,
             "cache_budget": "size",
+            "sampler": str,
         },
     ),
     "trial": _fields(

@@ -28,6 +28,7 @@ class DataSpec:
     seed: int = 0
     bad_files: str = "skip"  # unreadable images, non-image files: skip (warn) or fail
     cache_budget: int | None = None  # bytes of decoded images to cache per node; None: half the RAM
+    sampler: str = "uniform"  # training batches: uniform, or balanced (each class equally often)
 
     @property
     def root(self) -> str | None:

@@ -141,6 +141,17 @@ BAD = [
         "bad_files must be one of skip, fail",
         3,
     ),
+    (
+        "data:\n  source: digits\n  sampler: oversample\nspace:\n  backbone: resnet18\n",
+        "sampler must be one of uniform, balanced",
+        3,
+    ),
+    (
+        "data:\n  source: digits\n  manifest: l.csv\nspace:\n  backbone: resnet18\n",
+        "exactly one of path:",
+        2,
+    ),
+    ("space:\n  backbone: resnet18\n  class_weights: inverted\n", "class_weights", 3),
     ("space:\n  backbone: resnet18\nresources: {gpus: 1.5}\n", "fraction of one GPU", 3),
     ("space:\n  backbone: resnet18\nresoures: {cpus: 1}\n", "unknown key 'resoures'", 3),
     ("space:\n  backbone: resnet18\n  lr: 0.1\n  lr: 0.2\n", "appears twice", 4),

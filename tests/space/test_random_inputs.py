@@ -31,14 +31,14 @@ MODEL_CASES = 150
 
 SECTIONS = {
     "data": ["source", "path", "image_size", "val_fraction", "test_fraction", "seed",
-             "bad_files", "cache_budget"],
+             "bad_files", "cache_budget", "manifest", "sampler"],
     "trial": ["max_epochs", "batch_size", "metric", "mode", "precision", "max_failures",
               "compile"],
     "search": ["num_samples", "max_concurrent", "time_budget", "sampler", "seed",
                "start_from", "scheduler", "finalists"],
     "resources": ["cpus", "gpus", "reuse_actors"],
     "space": ["backbone", "lr", "weights", "frozen_depth", "head_hidden", "optimizer",
-              "augmentation", "lr_scheduler", "label_smoothing"],
+              "augmentation", "lr_scheduler", "label_smoothing", "class_weights"],
 }  # fmt: skip
 BASE = {
     "name": "fuzz",
@@ -91,6 +91,8 @@ PLAUSIBLE: dict[str, list[Any]] = {
     "num_samples": [1, 50], "max_concurrent": [1, 8], "time_budget": ["8h", 60, "1h30m"],
     "sampler": ["tpe", "random", "qmc"], "finalists": [0, 3],
     "scheduler": [{"type": "none"}, {"type": "asha", "grace_period": 1}],
+    "manifest": ["labels.csv", "/nonexistent.parquet"],
+    "class_weights": ["none", "inverse", {"choice": ["none", "sqrt_inverse"]}],
     "cpus": [0.5, 1, 2], "gpus": [0, 0.25], "reuse_actors": [True, False],
     "lr": [1e-3, {"loguniform": [1e-5, 1e-1]}, {"choice": [1e-3, 1e-2]}],
     "frozen_depth": [0, "all", {"int": [0, 2]}], "head_hidden": [0, {"choice": [0, 64]}],

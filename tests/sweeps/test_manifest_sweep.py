@@ -54,14 +54,20 @@ def test_manifest_sweep_end_to_end(tmp_path, monkeypatch, capsys, ray_stops):
     space.write_text(
         """
 name: m
-data: {manifest: project/labels.csv, image_size: 16, val_fraction: 0.25, test_fraction: 0.25}
-trial: {max_epochs: 1, batch_size: 16, precision: fp32}
+data:
+  manifest: project/labels.csv
+  image_size: 16
+  val_fraction: 0.25
+  test_fraction: 0.25
+  sampler: balanced
+trial: {max_epochs: 1, batch_size: 16, precision: fp32, metric: val_balanced_accuracy}
 search: {num_samples: 2, max_concurrent: 2, seed: 0, scheduler: {type: none}, finalists: 1}
 resources: {cpus: 1}
 space:
   backbone: squeezenet1_1
   weights: none
   lr: {loguniform: [1.0e-3, 1.0e-2]}
+  class_weights: {choice: [inverse, sqrt_inverse]}
 """
     )
     assert main(["validate", str(space), "--no-timing"]) == 0
@@ -78,6 +84,10 @@ space:
     assert (split["path"].str.startswith("/")).sum() == 9  # the absolute ones, as written
     board = pd.read_csv(sweep / "leaderboard.csv")
     assert set(board["status"]) == {"completed"}
+    assert set(board["class_weights"]) <= {"inverse", "sqrt_inverse"}
+    ranked = board["best_val_balanced_accuracy"]  # the sweep's metric ranks it
+    assert ranked.is_monotonic_decreasing and board["best_val_min_recall"].between(0, 1).all()
+    assert board["test_balanced_accuracy"].notna().sum() == 1  # the finalist's
     capsys.readouterr()
 
     monkeypatch.chdir(tmp_path / "elsewhere")  # evaluate from another folder
@@ -85,6 +95,6 @@ space:
     assert main(["evaluate", str(sweep / "best"), str(sweep), "--out", str(out_dir)]) == 0
     text = capsys.readouterr().out
     tested = (split["split"] == "test").sum()
-    assert f"{tested} images" in text, text
+    assert f"{tested} images" in text and "balanced accuracy" in text, text
     predictions = pd.read_csv(out_dir / "predictions.csv")
     assert len(predictions) == tested
