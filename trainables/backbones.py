@@ -21,6 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
+from trainables import timm_backbones
 from trainables.errors import UserError
 from trainables.stages import (
     Stage,
@@ -40,6 +41,7 @@ from trainables.stages import (
     _vgg_stages,
     _vit_stages,
 )
+from trainables.timm_backbones import is_timm
 
 # The pretrained Inception V3 and GoogLeNet weights expect their own normalisation.
 TRANSFORM_INPUT = (("transform_input", True), ("init_weights", True))
@@ -248,6 +250,8 @@ def input_size(backbone: str, image_size: int) -> int:
     embeddings are interpolated to that grid), MaxViT a multiple of 224 (its
     7x7 attention partitions at stride 32), Swin at least 32.
     """
+    if is_timm(backbone):
+        return timm_backbones.input_side(backbone, image_size)
     family = known(backbone)
     multiple = family.side_multiple
     if family.patch_in_name:
@@ -261,6 +265,9 @@ def input_size(backbone: str, image_size: int) -> int:
 
 def stage_count(backbone: str, image_size: int = 224) -> int:
     """How many stages ``frozen_depth`` counts for this backbone."""
+    if is_timm(backbone):
+        model, _ = timm_backbones.build(backbone, "none", input_size(backbone, image_size))
+        return len(timm_backbones.stages(model))
     family = known(backbone)
     if family.count is not None:
         return family.count
@@ -298,8 +305,12 @@ def builder_kwargs(backbone: str, size: int, aux: bool, **options: Any) -> dict[
 
     ``options``: model hyperparameters that are arguments of torchvision's
     builder (BUILDER_OPTIONS); None leaves the family's default. A family
-    that lacks one refuses a value with a clear error.
+    that lacks one refuses a value with a clear error. A timm model takes its
+    options when it is built (timm_backbones.build).
     """
+    if is_timm(backbone):
+        timm_backbones.check(backbone)
+        return {}
     family = known(backbone)
     kwargs: dict[str, Any] = dict(family.builder_kwargs)
     if family.size_kwarg:

@@ -18,8 +18,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainables import timm_backbones
+from trainables.augment import MEAN, STD
 from trainables.backbones import Family, builder_kwargs, input_size, known
 from trainables.stages import Stage
+from trainables.timm_backbones import is_timm
 from trainables.weights import load_backbone
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class Classifier(nn.Module):
         frozen_depth: int = 0,
         resize_to: int | None = None,
         head_prefixes: tuple[str, ...] = ("head.",),
+        input_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -65,8 +69,20 @@ class Classifier(nn.Module):
         self._frozen_params = tuple(_parameters(stages[: self.frozen_depth]))
         for param in self._frozen_params:
             param.requires_grad_(False)
+        # Images come ImageNet-normalised; a backbone pretrained with other
+        # statistics (a timm model's own mean and std) gets its own: x * a + b.
+        # Not in the state dict: the backbone's name says them.
+        self.restandardise = input_stats is not None and input_stats != (MEAN, STD)
+        if input_stats is not None:
+            mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in input_stats)
+            imagenet_mean, imagenet_std = (torch.tensor(v).view(1, 3, 1, 1) for v in (MEAN, STD))
+            self.register_buffer("input_scale", imagenet_std / std, persistent=False)
+            self.register_buffer("input_shift", (imagenet_mean - mean) / std, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | AuxOutputs:
+        if self.restandardise:
+            scale, shift = self.get_buffer("input_scale"), self.get_buffer("input_shift")
+            images = images * scale.to(images.dtype) + shift.to(images.dtype)
         if self.resize_to is not None and images.shape[-1] != self.resize_to:
             images = F.interpolate(
                 images, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False
@@ -129,6 +145,11 @@ def build_model(
         training: False builds the network for inference only (no auxiliary
             classifier), as an exported model is loaded.
     """
+    if is_timm(backbone):
+        return _timm_model(
+            backbone, num_classes, weights, frozen_depth, head_hidden, head_dropout,
+            stochastic_depth, image_size,
+        )  # fmt: skip
     family = known(backbone)
     size = input_size(backbone, image_size)
     # Inception V3's auxiliary classifier needs 299 px, and is useless once
@@ -145,6 +166,41 @@ def build_model(
     in_features = _remove_classifier(model, family, num_classes)
     head = build_head(in_features, num_classes, head_hidden, head_dropout)
     stages = family.stages(model)
+    return Classifier(
+        model,
+        head,
+        stages,
+        frozen_depth=_depth(frozen_depth, stages, backbone),
+        resize_to=size if size != image_size else None,
+        head_prefixes=("head.", "backbone.AuxLogits.") if aux else ("head.",),
+    )
+
+
+def _timm_model(
+    backbone: str,
+    num_classes: int,
+    weights: str,
+    frozen_depth: int | str,
+    head_hidden: int,
+    head_dropout: float,
+    stochastic_depth: float | None,
+    image_size: int,
+) -> Classifier:
+    """build_model for a timm backbone (trainables/timm_backbones.py)."""
+    size = input_size(backbone, image_size)
+    model, width = timm_backbones.build(backbone, weights, size, stochastic_depth)
+    stages = timm_backbones.stages(model)
+    return Classifier(
+        model,
+        build_head(width, num_classes, head_hidden, head_dropout),
+        stages,
+        frozen_depth=_depth(frozen_depth, stages, backbone),
+        resize_to=size if size != image_size else None,
+        input_stats=timm_backbones.input_stats(backbone),
+    )
+
+
+def _depth(frozen_depth: int | str, stages: list[Stage], backbone: str) -> int:
     depth = len(stages) if frozen_depth == ALL else int(frozen_depth)
     if depth > len(stages):
         log.warning(
@@ -154,14 +210,7 @@ def build_model(
             backbone,
             len(stages),
         )
-    return Classifier(
-        model,
-        head,
-        stages,
-        frozen_depth=depth,
-        resize_to=size if size != image_size else None,
-        head_prefixes=("head.", "backbone.AuxLogits.") if aux else ("head.",),
-    )
+    return depth
 
 
 def inference_network(group: dict[str, Any], num_classes: int, image_size: int) -> Classifier:

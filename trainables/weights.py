@@ -15,7 +15,9 @@ import torch
 import torchvision
 from torch import nn
 
+from trainables import timm_backbones
 from trainables.errors import UserError
+from trainables.timm_backbones import is_timm
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,13 @@ log = logging.getLogger(__name__)
 AUX_PREFIXES = ("AuxLogits.", "aux1.", "aux2.")  # auxiliary heads in torchvision state dicts
 
 
-def resolve_weights(backbone: str, weights: str) -> torchvision.models.WeightsEnum | Path | None:
-    """``none`` -> None, a file path -> Path, else the torchvision weights enum."""
+def resolve_weights(
+    backbone: str, weights: str
+) -> torchvision.models.WeightsEnum | timm_backbones.TimmPretrained | Path | None:
+    """``none`` -> None, a file path -> Path, else the torchvision weights enum
+    (for a timm backbone: the Hugging Face hub's weights, timm_backbones.resolve)."""
+    if is_timm(backbone):
+        return timm_backbones.resolve(backbone, weights)
     if weights.lower() == "none":
         return None
     if weights.endswith((".pth", ".pt", ".safetensors")) or "/" in weights:
@@ -53,6 +60,7 @@ def load_backbone(backbone: str, weights: str, kwargs: dict[str, Any], size: int
     """torchvision's model built with ``kwargs``, with the pretrained ``weights`` loaded:
     ``none``, a torchvision weights name (from TORCH_HOME's cache) or a state-dict file."""
     resolved = resolve_weights(backbone, weights)
+    assert not isinstance(resolved, timm_backbones.TimmPretrained)  # models.py builds those
     model = torchvision.models.get_model(backbone, weights=None, **kwargs)
     if resolved is None:
         return model

@@ -7,6 +7,7 @@ damaged; a field of the wrong type or out of range is named in one paragraph
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Callable
@@ -15,9 +16,11 @@ from typing import Any, TypeGuard
 
 from search.outputs.layout import MODEL_FILE
 from search.space.bounds import BOUNDS
+from trainables import timm_backbones
 from trainables.backbones import supported_backbones
 from trainables.errors import UserError
 from trainables.hparams import HPARAMS, MODEL
+from trainables.timm_backbones import is_timm
 
 FORMAT_VERSION = 1
 MAX_CLASSES = 100_000
@@ -52,7 +55,9 @@ def read_description(model_dir: Path) -> dict[str, Any]:
             str(path),
         )
     backbone = description.get("backbone")
-    if not isinstance(backbone, str) or backbone not in supported_backbones():
+    if not isinstance(backbone, str) or not (
+        backbone in supported_backbones() or (is_timm(backbone) and _timm_builds(backbone))
+    ):
         raise bad("backbone", f"{backbone!r} is not a backbone ftsweep builds")
     classes = description.get("classes")
     if (
@@ -123,3 +128,14 @@ _TYPES: dict[type, tuple[Callable[[Any], bool], str]] = {
     str: (lambda value: isinstance(value, str), "a name"),
     bool: (lambda value: isinstance(value, bool), "true or false"),
 }
+
+
+def _timm_builds(backbone: str) -> bool:
+    """Whether timm builds it; a UserError says how to install timm where it is missing."""
+    try:
+        timm_backbones.check(backbone)
+    except UserError:
+        if importlib.util.find_spec("timm") is None:
+            raise
+        return False
+    return True

@@ -22,6 +22,7 @@ from search.outputs.leaderboard import best_trial, build_leaderboard, open_sweep
 from search.outputs.ray_files import trial_config
 from search.outputs.storage import local_checkpoint
 from search.space.loader import Space
+from trainables import timm_backbones
 from trainables.augment import MEAN, STD
 from trainables.checkpoint_files import META_FILE
 from trainables.checkpoints import load_state
@@ -30,6 +31,7 @@ from trainables.errors import UserError
 from trainables.hparams import MODEL, HParams
 from trainables.loop import evaluate, predict_logits
 from trainables.models import Classifier, inference_network
+from trainables.timm_backbones import is_timm
 from trainables.weights import inference_weights
 
 log = logging.getLogger(__name__)
@@ -82,12 +84,17 @@ def export_trial(
         "model": hparams.group(MODEL),  # build_model's arguments (hparams.py's model group)
         "classes": classes_of(split),
         "image_size": space.data.image_size,
+        # What the network takes: RGB in [0, 1], resized (shorter side, antialiased
+        # bilinear) and centre-cropped to image_size, then normalised with this.
         "normalization": {"mean": list(MEAN), "std": list(STD)},
+        "preprocessing": {"resize": "bilinear, antialiased", "crop": "center"},
+        **_pretrained_input(hparams.backbone),
         "trial_id": str(row["trial_id"]),
         "epoch": meta["epoch"],
         "config": space.resolve(trial_config(checkpoint.parent)),
         "metrics": meta,
-        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__}
+        | _timm_version(hparams.backbone),
     }
     _write_json(out_dir / MODEL_FILE, description)
     metrics: dict[str, Any] = {
@@ -295,3 +302,24 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Fin
 
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, default=float) + "\n")
+
+
+def _pretrained_input(backbone: str) -> dict[str, Any]:
+    """A timm backbone's pretrained configuration (its own mean and std, which
+    the network applies inside, from the ImageNet-normalised input)."""
+    if not is_timm(backbone):
+        return {}
+    cfg = timm_backbones.pretrained_cfg(backbone)
+    return {
+        "pretrained_input": {
+            "mean": list(cfg.mean),
+            "std": list(cfg.std),
+            "interpolation": cfg.interpolation,
+            "input_size": list(cfg.input_size),
+            "hf_hub_id": cfg.hf_hub_id,
+        }
+    }
+
+
+def _timm_version(backbone: str) -> dict[str, str]:
+    return {"timm": timm_backbones.require().__version__} if is_timm(backbone) else {}

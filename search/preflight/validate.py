@@ -295,7 +295,7 @@ def warnings(space: Space, backbones: list[str]) -> list[str]:
     missing = [item for item in pretrained(space.params) if not item.file.is_file()]
     for item in missing:
         found.append(
-            f"{item.describe()} weights are not in the torch cache ({item.file}); each trial "
+            f"{item.describe()} weights are not in the {item.cache} ({item.file}); each trial "
             "downloads them, which fails without internet: `ftsweep weights fetch` gets them now"
         )
     found += _clamped_depths(space, backbones)

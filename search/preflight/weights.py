@@ -1,6 +1,7 @@
 """Which pretrained weights a space can need, and fetching them ahead of a run.
 
-Weights load through torchvision's own loader and cache (``TORCH_HOME``); a
+Weights load through torchvision's own loader and cache (``TORCH_HOME``), a
+timm backbone's through the Hugging Face cache (``HF_HOME``); a
 cluster whose workers have no internet gets the files there first with
 ``ftsweep weights fetch SPACE.yaml``, run where there is internet (on shared
 storage, or on every worker).
@@ -16,7 +17,9 @@ import torch
 import torchvision
 
 from search.space.params import Param, weight_pairs
+from trainables import timm_backbones
 from trainables.errors import UserError
+from trainables.timm_backbones import TimmPretrained
 from trainables.weights import cached_weights_file, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -27,11 +30,19 @@ class Pretrained:
     """One torchvision weights file a space can ask for."""
 
     backbone: str
-    weights: torchvision.models.WeightsEnum
+    weights: torchvision.models.WeightsEnum | TimmPretrained
 
     @property
     def file(self) -> Path:
+        if isinstance(self.weights, TimmPretrained):
+            return self.weights.file  # the Hugging Face cache (HF_HOME)
         return cached_weights_file(self.weights)
+
+    @property
+    def cache(self) -> str:
+        """Which cache holds the file, in words."""
+        hugging_face = isinstance(self.weights, TimmPretrained)
+        return "Hugging Face cache (HF_HOME)" if hugging_face else "torch cache (TORCH_HOME)"
 
     def describe(self) -> str:
         return f"{self.backbone} {self.weights}"
@@ -44,6 +55,8 @@ def pretrained(params: tuple[Param, ...]) -> list[Pretrained]:
         weights = resolve_weights(backbone, value)
         if isinstance(weights, torchvision.models.WeightsEnum):
             found.setdefault(weights.url, Pretrained(backbone, weights))
+        elif isinstance(weights, TimmPretrained):
+            found.setdefault(backbone, Pretrained(backbone, weights))
     return list(found.values())
 
 
@@ -63,6 +76,12 @@ def fetch(params: tuple[Param, ...], progress: bool = True) -> list[tuple[Pretra
     for item in pretrained(params):
         if item.file.is_file():
             done.append((item, "cached"))
+            continue
+        if isinstance(item.weights, TimmPretrained):
+            try:  # huggingface_hub's own download into its cache
+                done.append((item, timm_backbones.fetch(item.backbone)[1]))
+            except Exception as exc:  # no network, a repository that moved...
+                failed.append(f"{item.describe()} ({type(exc).__name__}: {exc})"[:500])
             continue
         item.file.parent.mkdir(parents=True, exist_ok=True)
         match = torch.hub.HASH_REGEX.search(item.file.name)

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from search.space.params import Located, Param, backbone_pairs, walk, weight_pairs
 from search.space.yamlfile import LocatedDict, as_number
+from trainables import timm_backbones
 from trainables.backbones import BUILDER_OPTIONS, builder_kwargs, supported_backbones
 from trainables.data import BUILTIN_SOURCES, DATA_SAMPLERS
 from trainables.errors import UserError
 from trainables.scan import BAD_FILE_POLICIES
+from trainables.timm_backbones import is_timm
 from trainables.weights import resolve_weights
 
 if TYPE_CHECKING:
@@ -120,12 +122,20 @@ def check_models(params: tuple[Param, ...], loc: Located, section: Any) -> None:
     backbones = [p for p in walk(params) if p.name == "backbone"]
     for param in backbones:
         for value in param.values:
+            if is_timm(value):
+                try:
+                    timm_backbones.check(value)
+                except UserError as exc:
+                    where = f"{loc.file}:{param.line} (space.{param.column})"
+                    raise UserError(exc.message, where) from None
+                continue
             if value not in supported:
                 hint = difflib.get_close_matches(value, supported, n=1)
                 raise UserError(
                     f"unknown backbone '{value}'"
                     + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                    + f"; supported: {', '.join(supported)}",
+                    + f"; supported: {', '.join(supported)}, and timm's models as "
+                    "timm/NAME (with the timm extra)",
                     f"{loc.file}:{param.line} (space.{param.column})",
                 )
     for backbone, value, param in weight_pairs(params):

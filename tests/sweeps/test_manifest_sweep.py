@@ -1,9 +1,11 @@
-"""A sweep on a manifest (CSV with groups, relative and absolute paths), end to
-end: init writes a space for it, validate reads it, run splits by group,
-evaluate scores the sweep's test split."""
+"""A sweep on a manifest (CSV with groups, relative and absolute paths) over a
+torchvision and a timm backbone, end to end: init writes a space for it,
+validate reads it, run splits by group, export and predict take the timm
+model, evaluate scores the sweep's test split."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from search import load_model
 from search.cli import main
 
 pytestmark = pytest.mark.slow
@@ -61,10 +64,16 @@ data:
   test_fraction: 0.25
   sampler: balanced
 trial: {max_epochs: 1, batch_size: 16, precision: fp32, metric: val_balanced_accuracy}
-search: {num_samples: 2, max_concurrent: 2, seed: 0, scheduler: {type: none}, finalists: 1}
+search:
+  num_samples: 2
+  max_concurrent: 2
+  seed: 0
+  scheduler: {type: none}
+  finalists: 1
+  start_from: [{backbone: squeezenet1_1}, {backbone: timm/resnet10t.c3_in1k}]
 resources: {cpus: 1}
 space:
-  backbone: squeezenet1_1
+  backbone: {choice: [squeezenet1_1, timm/resnet10t.c3_in1k]}
   weights: none
   lr: {loguniform: [1.0e-3, 1.0e-2]}
   class_weights: {choice: [inverse, sqrt_inverse]}
@@ -88,6 +97,19 @@ space:
     ranked = board["best_val_balanced_accuracy"]  # the sweep's metric ranks it
     assert ranked.is_monotonic_decreasing and board["best_val_min_recall"].between(0, 1).all()
     assert board["test_balanced_accuracy"].notna().sum() == 1  # the finalist's
+    assert set(board["backbone"]) == {"squeezenet1_1", "timm/resnet10t.c3_in1k"}
+    capsys.readouterr()
+
+    timm_trial = board.loc[board["backbone"] == "timm/resnet10t.c3_in1k", "trial_id"].iloc[0]
+    exported = tmp_path / "timm-model"
+    assert main(["export", str(sweep), "--trial", timm_trial, "--out", str(exported)]) == 0
+    description = json.loads((exported / "model.json").read_text())
+    assert description["backbone"] == "timm/resnet10t.c3_in1k"
+    assert description["pretrained_input"]["interpolation"] == "bicubic"
+    assert "timm" in description["versions"]
+    model = load_model(exported)
+    images = sorted((tmp_path / "project" / "images").glob("*.png"))[:4]
+    assert len(model.predict([str(p) for p in images])) == 4
     capsys.readouterr()
 
     monkeypatch.chdir(tmp_path / "elsewhere")  # evaluate from another folder
