@@ -38,7 +38,12 @@ space:
 """
 
 
-def _resume_to_the_end(sweep, capfd) -> pd.DataFrame:
+def _resume_to_the_end(sweep, capfd, *, exact: bool = True) -> pd.DataFrame:
+    """``exact``: every epoch trained once. A stop at an arbitrary moment (the
+    guard's timer) can land between Ray processing a trial's first result and
+    recording its checkpoint in the state it saves; that trial then trains its
+    first epoch again after the resume (seen once in a few dozen runs; Ray's
+    Ctrl-C does the same)."""
     code = main(["resume", str(sweep)])
     assert code == 0, capfd.readouterr().err[-3000:]
     board = pd.read_csv(sweep / "leaderboard.csv")
@@ -47,7 +52,12 @@ def _resume_to_the_end(sweep, capfd) -> pd.DataFrame:
     assert board["error"].isna().all()
     assert len(list((sweep / "tune").glob("trial_*"))) == 4
     # Every epoch of every trial trained and recorded once: nothing lost, nothing twice.
-    assert sorted(reported_epochs(sweep).values()) == [[1, 2, 3]] * 4
+    epochs = sorted(reported_epochs(sweep).values())
+    if exact:
+        assert epochs == [[1, 2, 3]] * 4
+    else:  # nothing lost; at most one epoch trained twice, by one trial
+        assert [sorted(set(e)) for e in epochs] == [[1, 2, 3]] * 4
+        assert sum(len(e) for e in epochs) <= 13, epochs
     assert (sweep / "best" / "model.safetensors").is_file()
     return board
 
@@ -120,4 +130,4 @@ def test_a_small_disk_stops_the_sweep_before_a_write_fails(
     assert not list((sweep / "tune").glob("trial_*/error.txt"))  # no trial failed a write
 
     grow()
-    _resume_to_the_end(sweep, capfd)
+    _resume_to_the_end(sweep, capfd, exact=False)

@@ -159,3 +159,21 @@ def test_not_a_manifest(tmp_path):
     (tmp_path / "latin.csv").write_bytes(b"path,label\n\xe9t\xe9.png,a\n")
     with pytest.raises(UserError, match="cannot read the manifest"):
         build_split(None, None, manifest=str(tmp_path / "latin.csv"), **SPLIT)
+
+
+def test_validate_and_run_exit_2_naming_the_row(tmp_path, capsys):
+    from search.cli import main
+
+    rows = rows_of({"a": 6, "b": 6})
+    rows.insert(4, {"path": "img/gone.png", "label": "a", "draw": False})
+    file = manifest(tmp_path, rows)
+    space = tmp_path / "s.yaml"
+    space.write_text(f"data: {{manifest: {file}}}\nspace: {{backbone: resnet18}}\n")
+    for command in (
+        ["validate", str(space), "--no-timing"],
+        ["run", str(space), "--results", str(tmp_path / "r")],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{file}: row 6, column path ('img/gone.png'): does not exist" in err, err
+        assert "Traceback" not in err

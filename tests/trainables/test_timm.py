@@ -15,21 +15,27 @@ from trainables.models import build_model
 timm = pytest.importorskip("timm")
 
 # One of each kind: a ResNet, a ConvNeXt (layer-scale gammas), a MobileNet V3
-# (pre-logits layer), an EfficientNet, a ViT (its own mean and std).
+# (pre-logits layer), an EfficientNet, a RegNet, a Swin, a MaxViT and a ViT
+# (those two with their own mean and std).
 BACKBONES = [
     "timm/resnet10t.c3_in1k",
     "timm/convnext_atto.d2_in1k",
     "timm/mobilenetv3_small_050.lamb_in1k",
     "timm/efficientnet_b0.ra_in1k",
+    "timm/regnetx_002.pycls_in1k",
+    "timm/swin_tiny_patch4_window7_224.ms_in1k",
+    "timm/maxvit_nano_rw_256.sw_in1k",
     "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
 ]
 VIT = BACKBONES[-1]
+SIDE = {"timm/maxvit_nano_rw_256.sw_in1k": 64}  # its windows need 64 px; the others take 32
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_stages_hold_every_parameter_once_and_frozen_ones_stay_put(backbone):
     torch.manual_seed(0)
-    model = build_model(backbone, 3, image_size=32, frozen_depth=2)
+    side = SIDE.get(backbone, 32)
+    model = build_model(backbone, 3, image_size=side, frozen_depth=2)
     stages = timm_backbones.stages(model.backbone)
     assert 3 <= model.stage_count == len(stages) <= 9
     listed = [id(p) for p in model._frozen_params]
@@ -49,16 +55,59 @@ def test_stages_hold_every_parameter_once_and_frozen_ones_stay_put(backbone):
         for n, m in model.named_modules()
         if id(m) in frozen_modules
         for b, _ in m.named_buffers(recurse=False)
-    }
+    } & set(before)  # persistent ones (not a relative-position index)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     model.train()
-    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.arange(4) % 3)
+    images = torch.randn(4, 3, side, side)
+    loss = torch.nn.functional.cross_entropy(model(images), torch.arange(4) % 3)
     loss.backward()
     optimizer.step()
     after = model.state_dict()
     for name in frozen_names | frozen_buffers:  # weights and BatchNorm statistics
         assert torch.equal(before[name], after[name]), name
     assert not all(torch.equal(before[n], after[n]) for n in before if n.startswith("head."))
+
+    # Every depth freezes exactly the first stages; all (or more) is a linear probe.
+    sizes = [sum(p.numel() for p in _parameters([s])) for s in stages]
+    for depth in [*range(len(stages) + 1), "all"]:
+        frozen_model = build_model(backbone, 3, image_size=side, frozen_depth=depth)
+        count = len(stages) if depth == "all" else depth
+        frozen_size = sum(p.numel() for p in frozen_model.frozen_parameters())
+        assert frozen_size == sum(sizes[:count]), depth
+        trainable = sum(p.numel() for p in frozen_model.backbone.parameters() if p.requires_grad)
+        assert trainable == sum(sizes[count:]), depth
+
+
+@pytest.mark.parametrize("backbone", [BACKBONES[1], VIT])
+def test_an_exported_timm_model_predicts_as_the_network_did(backbone, tmp_path):
+    """Its own mean and std come from the name and are applied at predict too."""
+    import json
+
+    import safetensors.torch
+
+    from search import load_model
+    from trainables.augment import normalize
+    from trainables.data import prepare_image
+
+    torch.manual_seed(3)
+    network = build_model(backbone, 3, image_size=32).eval()
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = {k: v.contiguous() for k, v in network.state_dict().items()}
+    safetensors.torch.save_file(weights, str(folder / "model.safetensors"))
+    group = {"backbone": backbone, "weights": "none", "frozen_depth": 0, "head_hidden": 0,
+             "head_dropout": 0.0, "stochastic_depth": None}  # fmt: skip
+    description = {"format_version": 1, "backbone": backbone, "model": group,
+                   "head": {"hidden": 0, "dropout": 0.0}, "classes": ["a", "b", "c"],
+                   "image_size": 32}  # fmt: skip
+    (folder / "model.json").write_text(json.dumps(description))
+    images = [torch.randint(0, 255, (3, 40, 48), dtype=torch.uint8) for _ in range(3)]
+    loaded = load_model(folder)
+    batch = normalize(torch.stack([prepare_image(i, 32) for i in images]))
+    with torch.no_grad():
+        expected = network(batch).softmax(1)
+    assert torch.allclose(torch.as_tensor(loaded.predict_proba(images)), expected, atol=1e-5)
+    assert loaded.network.restandardise == (backbone == VIT)
 
 
 def test_all_is_a_linear_probe_and_the_vit_takes_its_own_statistics():
