@@ -178,7 +178,10 @@ def test_sigint_then_sigkill_then_resume_to_the_end(tmp_path, capsys, caplog):
         for trial, epoch in running.items():
             resumed_at = final[trial][len(stop[trial])]  # the first epoch trained after the stop
             if stop is killed_2 and trial == damaged:  # an earlier checkpoint, never epoch 0
-                assert 1 < resumed_at <= epoch, (progress_2, stop, final)
+                # One past the damaged epoch was seen once on a fresh clone: a
+                # worker of the killed run (outside the driver's process group)
+                # finished writing an intact copy of that epoch after the damage.
+                assert 1 < resumed_at <= epoch + 1, (progress_2, stop, final)
             else:  # from its checkpoint: Ray's saved state, not the files, says which one
                 # Under load, Ray can save a RUNNING trial's last result a moment
                 # before it registers that epoch's checkpoint (seen once after SIGINT
