@@ -9,6 +9,7 @@ wrapper that supplies the checkpoint to resume from and the report callback.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import tempfile
 import time
@@ -72,6 +73,10 @@ def split_frame(setup: TrialSetup) -> pd.DataFrame:
     return read_split(Path(setup.split_csv))
 
 
+THREAD_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"  # documented in Ray Tune's env vars
+THREAD_TIMEOUT_S = 120
+
+
 def tune_trainable(
     config: dict[str, Any], *, setup: TrialSetup, resolve: Callable[[dict], dict]
 ) -> None:
@@ -79,6 +84,13 @@ def tune_trainable(
     import ray
     from ray import tune
 
+    # Ray reuses this worker for the next trial once this one's training
+    # thread has ended, waiting TUNE_FUNCTION_THREAD_TIMEOUT_S for it (read
+    # here, in the worker, at each reuse; 2 s by default). A trial ASHA stops
+    # ends within an epoch's tail (its evaluation, memory release), which on a
+    # loaded machine took longer than 2 s, and Ray then errored the *next*
+    # trial ("Could not re-use actor"). Seen once on a fresh clone.
+    os.environ.setdefault(THREAD_TIMEOUT_ENV, str(THREAD_TIMEOUT_S))
     trial_id = tune.get_context().get_trial_id() or ""
     if not setup.verbose:  # one INFO line per epoch and trial, forwarded to the driver
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -238,3 +239,27 @@ class _Context:
 
     def get_node_id(self) -> str:
         return "node-a"
+
+
+def test_a_worker_waits_long_enough_for_a_stopped_trial_before_reusing_itself(monkeypatch):
+    """Ray's 2 s wait for a stopped trial's thread was too short on a loaded
+    machine: the next trial then errored ("Could not re-use actor")."""
+    from ray import tune
+
+    from trainables import finetune
+
+    class Reached(Exception):
+        pass
+
+    def context():
+        raise Reached
+
+    monkeypatch.delenv(finetune.THREAD_TIMEOUT_ENV, raising=False)
+    monkeypatch.setattr(tune, "get_context", context)
+    with pytest.raises(Reached):
+        finetune.tune_trainable({}, setup=None, resolve=dict)  # type: ignore[arg-type]
+    assert int(os.environ[finetune.THREAD_TIMEOUT_ENV]) >= 60
+    monkeypatch.setenv(finetune.THREAD_TIMEOUT_ENV, "5")  # a user's own setting is kept
+    with pytest.raises(Reached):
+        finetune.tune_trainable({}, setup=None, resolve=dict)  # type: ignore[arg-type]
+    assert os.environ[finetune.THREAD_TIMEOUT_ENV] == "5"
