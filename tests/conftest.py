@@ -8,6 +8,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,22 +129,33 @@ def saved_progress(sweep: Path) -> dict[str, tuple[str, int]]:
         return {}
 
 
-def model_folder(folder: Path, classes: list[str]) -> Path:
-    """An exported model folder (untrained resnet18 at 16 px), as `export` writes one."""
+def model_folder(
+    folder: Path,
+    classes: list[str],
+    backbone: str = "resnet18",
+    image_size: int = 16,
+    network: Any = None,
+) -> Path:
+    """An exported model folder (an untrained ``backbone``, or ``network``), as
+    `export` writes one."""
     import safetensors.torch
 
     from trainables.models import build_model
 
     folder.mkdir()
-    network = build_model("resnet18", len(classes), image_size=16)
+    if network is None:
+        network = build_model(backbone, len(classes), image_size=image_size)
     weights = {k: v.contiguous() for k, v in network.state_dict().items()}
     safetensors.torch.save_file(weights, str(folder / "model.safetensors"))
+    group = {"backbone": backbone, "weights": "none", "frozen_depth": 0, "head_hidden": 0,
+             "head_dropout": 0.0, "stochastic_depth": None}  # fmt: skip
     description = {
         "format_version": 1,
-        "backbone": "resnet18",
+        "backbone": backbone,
+        "model": group,
         "head": {"hidden": 0, "dropout": 0.0},
         "classes": classes,
-        "image_size": 16,
+        "image_size": image_size,
     }
     (folder / "model.json").write_text(json.dumps(description))
     return folder

@@ -158,8 +158,15 @@ def leaderboard(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from search.model.export import export_trial
 
-    out = export_trial(_sweep(args.sweep), Path(args.out), args.trial)
-    print(f"exported to {out}")
+    if args.format == "onnx":
+        from search.model.onnx import export_onnx
+
+        out = Path(args.out)
+        difference = export_onnx(_sweep(args.sweep), out, args.trial)
+        print(f"exported to {out}/model.onnx (onnxruntime against PyTorch: {difference:.1e})")
+    else:
+        out = export_trial(_sweep(args.sweep), Path(args.out), args.trial)
+        print(f"exported to {out}")
     print(f"load it with: from search import load_model; model = load_model('{out}')")
     return 0
 

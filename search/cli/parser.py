@@ -233,6 +233,13 @@ def _export(commands: Any) -> None:
     export.add_argument("sweep", help="RESULTS/NAME")
     export.add_argument("--trial", help="trial id (default: the best)")
     export.add_argument("--out", required=True, help="the model folder to write")
+    export.add_argument(
+        "--format",
+        choices=("pytorch", "onnx"),
+        default="pytorch",
+        help="pytorch: model.safetensors (default); onnx: model.onnx, checked against PyTorch "
+        "with onnxruntime (pip install 'ftsweep[onnx]')",
+    )
     export.set_defaults(command="export")
 
 

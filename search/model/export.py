@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from search.model.description import FORMAT_VERSION, read_description
+from search.model.onnx import ONNX_FILE, OnnxModel
 from search.outputs.layout import METRICS_FILE, MODEL_FILE, SPLIT_FILE, WEIGHTS_FILE
 from search.outputs.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
 from search.outputs.ray_files import trial_config
@@ -264,6 +265,10 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Fin
         ``.predict_proba(images)``; images are PIL images, tensors or paths.
     """
     model_dir = Path(model_dir)
+    if (model_dir / ONNX_FILE).is_file() and not (model_dir / WEIGHTS_FILE).is_file():
+        onnx_description = read_description(model_dir)  # an ONNX folder (search/model/onnx.py)
+        classes = list(onnx_description["classes"])
+        return OnnxModel(model_dir, classes, int(onnx_description["image_size"]))  # type: ignore[return-value]
     if not (model_dir / MODEL_FILE).is_file() or not (model_dir / WEIGHTS_FILE).is_file():
         raise UserError(
             f"not an exported model folder (needs {MODEL_FILE} and {WEIGHTS_FILE}); "

@@ -497,3 +497,36 @@ def test_test_images_deleted_before_the_end_cost_the_test_scores_not_best(sweep,
     assert result.best_dir is not None and (result.best_dir / "model.safetensors").is_file()
     assert "no test scores: the test images cannot be read" in caplog.text
     assert "test" not in json.loads((result.best_dir / "metrics.json").read_text())
+
+
+def test_onnx_export_and_predict_give_the_pytorch_rows(sweep, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from search.cli import main
+
+    out = tmp_path / "onnx"
+    assert main(["export", str(sweep.sweep_dir), "--format", "onnx", "--out", str(out)]) == 0
+    assert "onnxruntime against PyTorch" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.json", "model.onnx"]
+    description = json.loads((out / "model.json").read_text())
+    assert description["onnx"]["checked_on"] == 64  # the test split's first images
+    assert description["onnx"]["largest_difference"] <= 1e-4
+
+    split = read_split(sweep.sweep_dir / "split.csv")
+    _, sets = decode_split(split[split["split"] == "test"], None, 16)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    from PIL import Image
+
+    for index, image in enumerate(sets["test"].images[:10]):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index}.png")
+    rows = {}
+    for name, model in (("pytorch", sweep.best_dir), ("onnx", out)):
+        csv = tmp_path / f"{name}.csv"
+        assert main(["predict", str(model), str(folder), "--out", str(csv)]) == 0
+        rows[name] = pd.read_csv(csv)
+    assert rows["pytorch"]["label"].tolist() == rows["onnx"]["label"].tolist()
+    assert (rows["pytorch"]["probability"] - rows["onnx"]["probability"]).abs().max() <= 1e-4
+    evaluated = tmp_path / "evaluated"
+    assert main(["evaluate", str(out), str(sweep.sweep_dir), "--out", str(evaluated)]) == 0
+    onnx_metrics = json.loads((evaluated / "metrics.json").read_text())
+    assert onnx_metrics["images"] == len(sets["test"])

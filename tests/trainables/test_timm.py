@@ -81,26 +81,14 @@ def test_stages_hold_every_parameter_once_and_frozen_ones_stay_put(backbone):
 @pytest.mark.parametrize("backbone", [BACKBONES[1], VIT])
 def test_an_exported_timm_model_predicts_as_the_network_did(backbone, tmp_path):
     """Its own mean and std come from the name and are applied at predict too."""
-    import json
-
-    import safetensors.torch
-
     from search import load_model
+    from tests.conftest import model_folder
     from trainables.augment import normalize
     from trainables.data import prepare_image
 
     torch.manual_seed(3)
     network = build_model(backbone, 3, image_size=32).eval()
-    folder = tmp_path / "model"
-    folder.mkdir()
-    weights = {k: v.contiguous() for k, v in network.state_dict().items()}
-    safetensors.torch.save_file(weights, str(folder / "model.safetensors"))
-    group = {"backbone": backbone, "weights": "none", "frozen_depth": 0, "head_hidden": 0,
-             "head_dropout": 0.0, "stochastic_depth": None}  # fmt: skip
-    description = {"format_version": 1, "backbone": backbone, "model": group,
-                   "head": {"hidden": 0, "dropout": 0.0}, "classes": ["a", "b", "c"],
-                   "image_size": 32}  # fmt: skip
-    (folder / "model.json").write_text(json.dumps(description))
+    folder = model_folder(tmp_path / "model", ["a", "b", "c"], backbone, 32, network)
     images = [torch.randint(0, 255, (3, 40, 48), dtype=torch.uint8) for _ in range(3)]
     loaded = load_model(folder)
     batch = normalize(torch.stack([prepare_image(i, 32) for i in images]))

@@ -1,0 +1,190 @@
+"""ONNX export (the ``ftsweep[onnx]`` extra), checked against PyTorch, and ONNX model folders.
+
+``model.onnx`` takes uint8 RGB images, NCHW at the model's image size (resized
+on the shorter side and centre-cropped, as for training), with a dynamic batch
+axis; it divides by 255 and normalises inside, and returns ``logits`` and
+``probabilities``. At export it runs in onnxruntime on the sweep's test images
+(or drawn ones) beside the PyTorch network: a probability more than
+``TOLERANCE`` apart, or a different top-1 class, fails the export. An ONNX
+folder holds model.onnx, model.json (``"format": "onnx"``) and metrics.json;
+``load_model``, ``predict`` and ``evaluate`` run it through onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from search.outputs.layout import METRICS_FILE, MODEL_FILE
+from trainables.augment import MEAN, STD
+from trainables.errors import UserError
+
+ONNX_FILE = "model.onnx"
+TOLERANCE = 1e-4  # the largest difference of probabilities allowed at export
+INSTALL = "pip install 'ftsweep[onnx]'"
+OPSET = 18
+
+
+def require() -> Any:
+    """onnxruntime, or a UserError saying how to install the extra."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(f"ONNX needs onnx, onnxscript and onnxruntime: {INSTALL}") from None
+    return onnxruntime
+
+
+def export_onnx(sweep_dir: Path, out_dir: Path, trial_id: str | None = None) -> float:
+    """``ftsweep export --format onnx``: the trial exported (as export_trial), then
+    converted and checked on the sweep's test images; returns the largest difference."""
+    from search.model.export import export_trial, readable_test_set
+    from search.outputs.layout import SPLIT_FILE
+    from search.outputs.leaderboard import open_sweep
+    from trainables.data import read_split
+
+    require()
+    space = open_sweep(sweep_dir)
+    split = read_split(sweep_dir / SPLIT_FILE)
+    tested = readable_test_set(split, space) if (split["split"] == "test").any() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_trial(sweep_dir, Path(tmp) / "model", trial_id)
+        return write_onnx(folder, out_dir, tested[0] if tested is not None else None)
+
+
+class _Deployed(nn.Module):
+    """uint8 images in; logits and probabilities out (what model.onnx computes)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        batch = (images.to(torch.float32) / 255.0 - mean) / std
+        logits = self.network(batch)
+        return logits, logits.softmax(dim=1)
+
+
+def write_onnx(model_dir: Path, out_dir: Path, images: torch.Tensor | None) -> float:
+    """Converts an exported PyTorch folder into an ONNX folder at ``out_dir``;
+    returns the largest difference of probabilities measured on ``images``
+    (uint8 NCHW; None: 16 drawn ones)."""
+    from search.model.export import load_model  # the PyTorch folder's model
+
+    ort = require()
+    model = load_model(model_dir)
+    deployed = _Deployed(model.network).eval()
+    size = model.image_size
+    if images is None or not len(images):
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (16, 3, size, size), dtype=torch.uint8, generator=generator)
+    images = images[:64]
+    description = json.loads((model_dir / MODEL_FILE).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ONNX_FILE
+        _export(deployed, images[:2], path, description["backbone"])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        _, ort_probs = session.run(None, {"images": images.numpy()})
+        with torch.no_grad():
+            _, torch_probs = deployed(images)
+        difference = float((torch.from_numpy(ort_probs) - torch_probs).abs().max())
+        same_top1 = bool((torch.from_numpy(ort_probs).argmax(1) == torch_probs.argmax(1)).all())
+        if difference > TOLERANCE or not same_top1:
+            raise UserError(
+                f"the ONNX export of {description['backbone']} does not match PyTorch on "
+                f"{len(images)} images (largest difference of probabilities {difference:.2e}, "
+                f"allowed {TOLERANCE:g}; top-1 classes {'equal' if same_top1 else 'differ'}); "
+                "keep the PyTorch folder (ftsweep export without --format onnx)"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out_dir / ONNX_FILE)
+    description |= {
+        "format": "onnx",
+        "onnx": {
+            "input": {"name": "images", "dtype": "uint8", "shape": ["batch", 3, size, size]},
+            "outputs": ["logits", "probabilities"],
+            "opset": OPSET,
+            "checked_on": len(images),
+            "largest_difference": difference,
+        },
+    }
+    (out_dir / MODEL_FILE).write_text(json.dumps(description, indent=1) + "\n")
+    if (model_dir / METRICS_FILE).is_file():
+        shutil.copyfile(model_dir / METRICS_FILE, out_dir / METRICS_FILE)
+    return difference
+
+
+def _export(deployed: nn.Module, example: torch.Tensor, path: Path, backbone: str) -> None:
+    import warnings
+
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                deployed,
+                (example,),
+                str(path),
+                input_names=["images"],
+                output_names=["logits", "probabilities"],
+                dynamic_shapes=({0: batch},),
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,  # one file (a model under 2 GB, protobuf's limit)
+                verbose=False,
+            )
+    except ImportError as exc:  # onnx or onnxscript missing
+        raise UserError(f"ONNX export needs onnx and onnxscript ({exc}): {INSTALL}") from None
+    except Exception as exc:  # an operator ONNX lacks, a shape torch.export cannot trace
+        first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ""
+        raise UserError(
+            f"{backbone} cannot be exported to ONNX ({type(exc).__name__}: {first}); keep the "
+            "PyTorch folder (ftsweep export without --format onnx)"
+        ) from None
+
+
+class OnnxModel:
+    """An ONNX model folder run through onnxruntime: ``.classes``, ``.predict``,
+    ``.predict_proba`` and ``.prepare`` as load_model's PyTorch models have."""
+
+    def __init__(self, model_dir: Path, classes: list[str], image_size: int) -> None:
+        ort = require()
+        self.session = ort.InferenceSession(
+            str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"]
+        )
+        self.classes = classes
+        self.image_size = image_size
+
+    def predict_proba(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
+        from search.model.export import FineTunedModel
+
+        items = FineTunedModel._items(images)
+        outputs = []
+        for start in range(0, len(items), batch_size):
+            batch = torch.stack([self.prepare(im) for im in items[start : start + batch_size]])
+            _, probabilities = self.session.run(None, {"images": batch.numpy()})
+            outputs.append(torch.from_numpy(probabilities))
+        return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
+
+    def predict(self, images: Any, *, batch_size: int = 64) -> list[str]:
+        probabilities = self.predict_proba(images, batch_size=batch_size)
+        return [self.classes[i] for i in probabilities.argmax(dim=1).tolist()]
+
+    def prepare(self, image: Any) -> torch.Tensor:
+        from search.model.export import FineTunedModel
+
+        return FineTunedModel.prepare(self, image)  # type: ignore[arg-type]
+
+    def to(self, device: Any) -> OnnxModel:  # onnxruntime's CPU provider: one device
+        return self
+
+    def eval(self) -> OnnxModel:
+        return self
