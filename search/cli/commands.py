@@ -159,7 +159,7 @@ def export(args: argparse.Namespace) -> int:
     from search.model.export import export_trial
 
     if args.format == "onnx":
-        from search.model.onnx import export_onnx
+        from search.model.export import export_onnx
 
         out = Path(args.out)
         difference = export_onnx(_sweep(args.sweep), out, args.trial)

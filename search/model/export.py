@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from search.model.description import FORMAT_VERSION, read_description
-from search.model.onnx import ONNX_FILE, OnnxModel
+from search.model.onnx import ONNX_FILE, OnnxModel, as_items, prepare, write_onnx
 from search.outputs.layout import METRICS_FILE, MODEL_FILE, SPLIT_FILE, WEIGHTS_FILE
 from search.outputs.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
 from search.outputs.ray_files import trial_config
@@ -27,7 +28,7 @@ from trainables import timm_backbones
 from trainables.augment import MEAN, STD
 from trainables.checkpoint_files import META_FILE
 from trainables.checkpoints import load_state
-from trainables.data import classes_of, decode_split, load_image, prepare_image, read_split
+from trainables.data import classes_of, decode_split, read_split
 from trainables.errors import UserError
 from trainables.hparams import MODEL, HParams
 from trainables.loop import evaluate, predict_logits
@@ -240,17 +241,11 @@ class FineTunedModel(nn.Module):
 
     def prepare(self, image: ImageLike) -> torch.Tensor:
         """One image -> the uint8 CHW tensor the network takes (resize, centre crop)."""
-        if isinstance(image, str | Path):
-            return load_image(Path(image), self.image_size)
-        return prepare_image(image, self.image_size)
+        return prepare(image, self.image_size)
 
     @staticmethod
     def _items(images: ImageLike | Sequence[ImageLike]) -> Sequence[ImageLike]:
-        if isinstance(images, torch.Tensor) and images.ndim == 4:
-            return list(images)
-        if isinstance(images, list | tuple):
-            return images
-        return [images]  # type: ignore[list-item]
+        return as_items(images)
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> FineTunedModel:
@@ -328,3 +323,20 @@ def _pretrained_input(backbone: str) -> dict[str, Any]:
 
 def _timm_version(backbone: str) -> dict[str, str]:
     return {"timm": timm_backbones.require().__version__} if is_timm(backbone) else {}
+
+
+def export_onnx(sweep_dir: Path, out_dir: Path, trial_id: str | None = None) -> float:
+    """``ftsweep export --format onnx``: the trial exported (as export_trial), then
+    converted and checked on the sweep's test images; returns the largest difference."""
+    split = read_split(sweep_dir / SPLIT_FILE)
+    space = open_sweep(sweep_dir)
+    tested = readable_test_set(split, space) if (split["split"] == "test").any() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_trial(sweep_dir, Path(tmp) / "model", trial_id)
+        return convert_to_onnx(folder, out_dir, tested[0] if tested is not None else None)
+
+
+def convert_to_onnx(model_dir: Path, out_dir: Path, images: torch.Tensor | None = None) -> float:
+    """An exported PyTorch folder written again as an ONNX folder (search/model/onnx.py)."""
+    model = load_model(model_dir)
+    return write_onnx(model.network, model_dir, out_dir, images)

@@ -23,6 +23,7 @@ from torch import nn
 
 from search.outputs.layout import METRICS_FILE, MODEL_FILE
 from trainables.augment import MEAN, STD
+from trainables.data import load_image, prepare_image
 from trainables.errors import UserError
 
 ONNX_FILE = "model.onnx"
@@ -38,23 +39,6 @@ def require() -> Any:
     except ImportError:
         raise UserError(f"ONNX needs onnx, onnxscript and onnxruntime: {INSTALL}") from None
     return onnxruntime
-
-
-def export_onnx(sweep_dir: Path, out_dir: Path, trial_id: str | None = None) -> float:
-    """``ftsweep export --format onnx``: the trial exported (as export_trial), then
-    converted and checked on the sweep's test images; returns the largest difference."""
-    from search.model.export import export_trial, readable_test_set
-    from search.outputs.layout import SPLIT_FILE
-    from search.outputs.leaderboard import open_sweep
-    from trainables.data import read_split
-
-    require()
-    space = open_sweep(sweep_dir)
-    split = read_split(sweep_dir / SPLIT_FILE)
-    tested = readable_test_set(split, space) if (split["split"] == "test").any() else None
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = export_trial(sweep_dir, Path(tmp) / "model", trial_id)
-        return write_onnx(folder, out_dir, tested[0] if tested is not None else None)
 
 
 class _Deployed(nn.Module):
@@ -73,16 +57,15 @@ class _Deployed(nn.Module):
         return logits, logits.softmax(dim=1)
 
 
-def write_onnx(model_dir: Path, out_dir: Path, images: torch.Tensor | None) -> float:
-    """Converts an exported PyTorch folder into an ONNX folder at ``out_dir``;
-    returns the largest difference of probabilities measured on ``images``
-    (uint8 NCHW; None: 16 drawn ones)."""
-    from search.model.export import load_model  # the PyTorch folder's model
-
+def write_onnx(
+    network: nn.Module, model_dir: Path, out_dir: Path, images: torch.Tensor | None
+) -> float:
+    """Converts the network of an exported PyTorch folder (``model_dir``) into an
+    ONNX folder at ``out_dir``; returns the largest difference of probabilities
+    measured on ``images`` (uint8 NCHW; None: 16 drawn ones)."""
     ort = require()
-    model = load_model(model_dir)
-    deployed = _Deployed(model.network).eval()
-    size = model.image_size
+    deployed = _Deployed(network).eval()
+    size = int(json.loads((model_dir / MODEL_FILE).read_text())["image_size"])
     if images is None or not len(images):
         generator = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (16, 3, size, size), dtype=torch.uint8, generator=generator)
@@ -164,9 +147,7 @@ class OnnxModel:
         self.image_size = image_size
 
     def predict_proba(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
-        from search.model.export import FineTunedModel
-
-        items = FineTunedModel._items(images)
+        items = as_items(images)
         outputs = []
         for start in range(0, len(items), batch_size):
             batch = torch.stack([self.prepare(im) for im in items[start : start + batch_size]])
@@ -179,12 +160,27 @@ class OnnxModel:
         return [self.classes[i] for i in probabilities.argmax(dim=1).tolist()]
 
     def prepare(self, image: Any) -> torch.Tensor:
-        from search.model.export import FineTunedModel
-
-        return FineTunedModel.prepare(self, image)  # type: ignore[arg-type]
+        return prepare(image, self.image_size)
 
     def to(self, device: Any) -> OnnxModel:  # onnxruntime's CPU provider: one device
         return self
 
     def eval(self) -> OnnxModel:
         return self
+
+
+def as_items(images: Any) -> Any:
+    """A batch tensor, a list or one image, as a sequence of images."""
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, list | tuple):
+        return images
+    return [images]
+
+
+def prepare(image: Any, image_size: int) -> torch.Tensor:
+    """One image (PIL, tensor or path) -> the uint8 CHW tensor a model takes
+    (resized on the shorter side, centre-cropped), as in training."""
+    if isinstance(image, str | Path):
+        return load_image(Path(image), image_size)
+    return prepare_image(image, image_size)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from search import load_model
-from search.model.onnx import TOLERANCE, write_onnx
+from search.model.export import convert_to_onnx
+from search.model.onnx import TOLERANCE
 from tests.conftest import model_folder
 from trainables.errors import UserError
 
@@ -28,7 +29,7 @@ def pytorch_folder(folder, backbone: str):
 def test_each_family_round_trips_through_onnxruntime(backbone, tmp_path):
     source = pytorch_folder(tmp_path / "pt", backbone)
     images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
-    difference = write_onnx(source, tmp_path / "onnx", images)
+    difference = convert_to_onnx(source, tmp_path / "onnx", images)
     assert difference <= TOLERANCE
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["model.json", "model.onnx"]
     description = json.loads((tmp_path / "onnx" / "model.json").read_text())
@@ -48,5 +49,5 @@ def test_a_mismatch_fails_the_export(tmp_path, monkeypatch):
     source = pytorch_folder(tmp_path / "pt", "squeezenet1_1")
     monkeypatch.setattr(onnx, "TOLERANCE", -1.0)  # nothing can pass
     with pytest.raises(UserError, match="does not match PyTorch"):
-        write_onnx(source, tmp_path / "onnx", None)
+        convert_to_onnx(source, tmp_path / "onnx", None)
     assert not (tmp_path / "onnx" / "model.onnx").exists()
