@@ -82,9 +82,7 @@ def sweep(work: Path, manifest: Path, metric: str, args: argparse.Namespace) -> 
         "lr": best["config"].get("lr"),
         "test_accuracy": round(metrics["accuracy"], 4),
         "test_balanced_accuracy": round(metrics["balanced_accuracy"], 4),
-        "test_rare_recall": round(
-            float(per_class.loc["'rare" if "'rare" in per_class.index else "rare", "recall"]), 4
-        ),
+        "test_rare_recall": round(float(per_class.loc["rare", "recall"]), 4),
         "sweep_seconds": round(seconds, 1),
     }
 

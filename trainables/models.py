@@ -73,7 +73,7 @@ class Classifier(nn.Module):
         # statistics (a timm model's own mean and std) gets its own: x * a + b.
         # Not in the state dict: the backbone's name says them.
         self.restandardise = input_stats is not None and input_stats != (MEAN, STD)
-        if input_stats is not None:
+        if input_stats is not None and self.restandardise:
             mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in input_stats)
             imagenet_mean, imagenet_std = (torch.tensor(v).view(1, 3, 1, 1) for v in (MEAN, STD))
             self.register_buffer("input_scale", imagenet_std / std, persistent=False)

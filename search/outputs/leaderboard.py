@@ -74,9 +74,7 @@ def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFram
     rows = []
     for record in read_trials(sweep_dir.resolve()):
         status, failures = trials.get(record.trial_id, (None, None))
-        row = _row(space, record, status, failures, finished)
-        if status == "TERMINATED" and row["status"] == STOPPED_EARLY:
-            row["status"] = _ended_short(space, record.trial_id, stops)
+        row = _row(space, record, status, failures, finished, stops)
         tested = finalists.get(record.trial_id)
         if tested and tested.get("checkpoint") == row["checkpoint"]:
             row |= {f"test_{k}": v for k, v in tested["test"].items()}
@@ -190,11 +188,12 @@ def _row(
     ray_status: str | None,
     failures: int | None,
     finished: bool,
+    stops: dict[str, int] | None,
 ) -> dict[str, Any]:
     metric, mode = space.trial.metric, space.trial.mode
     row: dict[str, Any] = {"trial_id": record.trial_id}
     results = [r for r in record.results if metric in r]
-    row["status"] = _status(space, record, results, ray_status, finished)
+    row["status"] = _status(space, record, results, ray_status, finished, stops)
     with contextlib.suppress(KeyError, ValueError):  # a trial whose config is not on disk yet
         row |= space.resolve(record.config)
     if results:
@@ -224,7 +223,12 @@ def _row(
 
 
 def _status(
-    space: Space, record: TrialRecord, results: list[dict], ray_status: str | None, finished: bool
+    space: Space,
+    record: TrialRecord,
+    results: list[dict],
+    ray_status: str | None,
+    finished: bool,
+    stops: dict[str, int] | None,
 ) -> str:
     if ray_status == "ERROR":
         return ERRORED
@@ -233,7 +237,7 @@ def _status(
     if ray_status is None and record.error and finished:
         return ERRORED
     if ray_status == "TERMINATED":  # ended short of max_epochs: ASHA or the time budget
-        return STOPPED_EARLY  # or OUT_OF_TIME: _ended_short
+        return _ended_short(space, record.trial_id, stops)
     if ray_status in ("RUNNING", "PAUSED"):
         return RUNNING
     if ray_status == "PENDING":
