@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint constraints bench bench-frozen bench-faults gpu-check clean
+.PHONY: demo test lint constraints bench bench-frozen bench-faults bench-onnx bench-shipping gpu-check clean
 
 # --no-compile: pip would byte-compile every module of torch and ray up front
 # (about 35 s of the install); Python compiles the ones imported, once.
@@ -54,6 +54,14 @@ bench-frozen: $(STAMP)
 
 bench-faults: $(STAMP)
 	$(RUN) $(BIN)/python -m benchmarks.faults
+
+# Every backbone family through the ONNX export, against PyTorch (about 4 minutes).
+bench-onnx: $(STAMP)
+	$(RUN) $(BIN)/python -m benchmarks.onnx_families
+
+# Calibration, --tta and the finalists' ensemble on two sweeps' test splits (about 6 minutes).
+bench-shipping: $(STAMP)
+	$(RUN) $(BIN)/python -m benchmarks.shipping
 
 # The GPU path in one run (under 8 minutes on one GPU): pass/fail per item in
 # benchmarks/results/gpu-check-<gpu>.md. The first thing to run on a GPU machine.

@@ -12,9 +12,9 @@ _legacy.install()  # sweeps written before search/ had packages still unpickle
 # Imported on first use, so that a command which only reads a results folder
 # (leaderboard, status, plot) does not import Ray.
 _EXPORTS = {
-    "FineTunedModel": "search.model.export",
+    "FineTunedModel": "search.model.loading",
     "export_trial": "search.model.export",
-    "load_model": "search.model.export",
+    "load_model": "search.model.loading",
     "Space": "search.space.loader",
     "load_space": "search.space.loader",
     "SweepResult": "search.sweep",

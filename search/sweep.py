@@ -311,6 +311,7 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
     Each output is written as soon as it is known, so a failure in a later
     step (a plot, say) never costs an earlier one.
     """
+    from search.model.ensemble import score_finalists_ensemble
     from search.model.finalists import test_finalists
 
     space = load_space(sweep_dir / SPACE_FILE)
@@ -324,6 +325,7 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
             if finalists:  # the leaderboard gains their test columns
                 frame = build_leaderboard(sweep_dir, finished=True)
                 spreadsheet_safe(frame).to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
+                score_finalists_ensemble(sweep_dir, finalists)  # ensemble.json, for report.md
         staging = sweep_dir / f".{BEST_DIR}.partial"
         export_trial(sweep_dir, staging, finalists=finalists)
         best_dir = sweep_dir / BEST_DIR

@@ -8,6 +8,8 @@ left out; nothing is unpickled (``weights_only=True``, or safetensors).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,7 @@ def _load_state(
     classifier (other classes) and auxiliary heads the model does not have
     are left out.
     """
+    metadata = getattr(state, "_metadata", None)  # the file's own module versions
     state = dict(state)
     own = model.state_dict()
     key = "encoder.pos_embedding"
@@ -133,7 +136,7 @@ def _load_state(
     # A classifier trained for other classes does not fit; it is replaced anyway.
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     state = {k: v for k, v in state.items() if k not in skipped}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = load_weights(model, state, strict=False, metadata=metadata)
     missing = [k for k in missing if k not in skipped and not k.startswith(AUX_PREFIXES)]
     if unexpected or missing:
         raise UserError(
@@ -150,3 +153,25 @@ def inference_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     weights = state["ema"]["model"] if state.get("ema") else state["model"]
     aux = tuple(f"backbone.{p}" for p in AUX_PREFIXES)
     return {k: v for k, v in weights.items() if not k.startswith(aux)}
+
+
+def load_weights(
+    module: nn.Module,
+    weights: Mapping[str, torch.Tensor],
+    *,
+    strict: bool = True,
+    metadata: Any = None,
+) -> Any:
+    """``module.load_state_dict(weights)`` for a plain mapping of tensors.
+
+    A state dict carries each submodule's version (``_metadata``); a
+    safetensors file, or a filtered copy of a state dict, does not, and
+    torchvision's MNASNet refuses weights without it ("version should be set
+    to 1 or 2"). The mapping's own versions are kept where it has them (or
+    ``metadata``, taken from the file before it was copied), else the
+    module's own: the weights come from the same code that built it.
+    """
+    state = OrderedDict(weights)
+    found = metadata if metadata is not None else getattr(weights, "_metadata", None)
+    state._metadata = found if found is not None else module.state_dict()._metadata  # type: ignore[attr-defined]
+    return module.load_state_dict(state, strict=strict)

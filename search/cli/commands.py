@@ -54,6 +54,20 @@ def resume(args: argparse.Namespace) -> int:
     return _report(result)
 
 
+def _ensemble_line(sweep_dir: Path) -> None:
+    """The finalists' ensemble beside the best alone, on the test split (ensemble.json)."""
+    from search.model.ensemble import read_ensemble
+
+    found = read_ensemble(sweep_dir)
+    if found is None:
+        return
+    print(
+        f"ensemble of the {len(found['members'])} finalists: test accuracy "
+        f"{found['test']['accuracy']:.4f} (the best alone: "
+        f"{found['single_best']['test']['accuracy']:.4f}); export it with\n  {found['export']}"
+    )
+
+
 def _report(result: SweepResult) -> int:
     """Prints the top of the leaderboard and where the best model is."""
     from search.outputs.leaderboard import render
@@ -66,10 +80,11 @@ def _report(result: SweepResult) -> int:
     if result.best_dir is not None:
         best = board.iloc[0]
         print(f"\nbest: trial {best['trial_id']}, {metric} {best[metric]:.4f}")
-        print(f"model exported to {result.best_dir}")
+        print(f"model exported to {result.best_dir} (its model card: README.md)")
         print(
             f"load it with: from search import load_model; model = load_model('{result.best_dir}')"
         )
+        _ensemble_line(result.sweep_dir)
     report = result.sweep_dir / REPORT_FILE
     if report.is_file():
         print(f"report: {report} (plots in {result.sweep_dir / 'plots'})")
@@ -156,18 +171,27 @@ def leaderboard(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from search.model.export import export_trial
-
+    ensemble = args.ensemble
+    if ensemble is not None and args.trial:
+        raise UserError("give --trial or --ensemble, not both")
     if args.format == "onnx":
-        from search.model.export import export_onnx
+        from search.model.onnx_export import export_onnx
 
         out = Path(args.out)
-        difference = export_onnx(_sweep(args.sweep), out, args.trial)
+        difference = export_onnx(_sweep(args.sweep), out, args.trial, ensemble=ensemble)
         print(f"exported to {out}/model.onnx (onnxruntime against PyTorch: {difference:.1e})")
+    elif ensemble is not None:
+        from search.model.ensemble import export_ensemble
+
+        out = export_ensemble(_sweep(args.sweep), Path(args.out), ensemble)
+        print(f"exported the ensemble of the top {ensemble} trials to {out}")
     else:
+        from search.model.export import export_trial
+
         out = export_trial(_sweep(args.sweep), Path(args.out), args.trial)
         print(f"exported to {out}")
     print(f"load it with: from search import load_model; model = load_model('{out}')")
+    print(f"its model card: {out}/README.md")
     return 0
 
 
@@ -181,6 +205,7 @@ def evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         batch_size=args.batch_size,
         device=args.device,
+        tta=args.tta,
     )
     print("\n".join(describe_evaluation(result)))
     return 0
@@ -188,13 +213,14 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     from search.model.evaluate import collect_images, predict_files
-    from search.model.export import default_device, load_model
+    from search.model.figures import default_device
+    from search.model.loading import load_model
 
     if args.top_k < 1:
         raise UserError(f"--top-k takes 1 or more, not {args.top_k}")
     model = load_model(args.model, args.device or default_device())
     files = collect_images(args.images)
-    frame = predict_files(model, files, top_k=args.top_k, batch_size=args.batch_size)
+    frame = predict_files(model, files, top_k=args.top_k, batch_size=args.batch_size, tta=args.tta)
     if args.out:
         spreadsheet_safe(frame).to_csv(args.out, index=False)
         print(f"{len(frame)} predictions written to {args.out}")

@@ -26,6 +26,8 @@ ADDRESS_HELP = (
     "an existing Ray cluster's head, HOST:6379 (default: RAY_ADDRESS, else start Ray locally)"
 )
 
+TTA_CHOICES = ("flip", "crops")  # search/model/tta.py's (not imported: no torch here)
+
 
 def _output_flags(parser: argparse.ArgumentParser, *, resume: bool = False) -> None:
     parser.add_argument(
@@ -240,6 +242,13 @@ def _export(commands: Any) -> None:
         help="pytorch: model.safetensors (default); onnx: model.onnx, checked against PyTorch "
         "with onnxruntime (pip install 'ftsweep[onnx]')",
     )
+    export.add_argument(
+        "--ensemble",
+        type=int,
+        metavar="K",
+        help="export the top K trials as one model that averages their logits, each after "
+        "its own temperature (instead of --trial)",
+    )
     export.set_defaults(command="export")
 
 
@@ -262,9 +271,22 @@ def _evaluate(commands: Any) -> None:
         help="which split of a sweep or of a train/val/test folder (default: test)",
     )
     evaluate.add_argument("--out", help="where to save the figures (default: MODEL/evaluation)")
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when present)")
+    _inference_flags(evaluate)
     evaluate.set_defaults(command="evaluate")
+
+
+def _inference_flags(parser: argparse.ArgumentParser) -> None:
+    """--batch-size, --device and --tta, as evaluate and predict take them."""
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when present)")
+    parser.add_argument(
+        "--tta",
+        nargs="?",
+        const="flip",
+        choices=TTA_CHOICES,
+        help="test-time augmentation: flip (the image and its mirror; the default of --tta) "
+        "or crops (those and four corner crops)",
+    )
 
 
 def _predict(commands: Any) -> None:
@@ -278,8 +300,7 @@ def _predict(commands: Any) -> None:
     predict.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--top-k", type=int, default=3, help="labels per image (default: 3)")
     predict.add_argument("--out", help="write a CSV (one row per image) instead of printing")
-    predict.add_argument("--batch-size", type=int, default=64)
-    predict.add_argument("--device", help="cpu, cuda, cuda:1 (default: a GPU when present)")
+    _inference_flags(predict)
     predict.set_defaults(command="predict")
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from search.model.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE
+from search.model.networks import ENSEMBLE
 from search.outputs.layout import MODEL_FILE
 from search.space.bounds import BOUNDS
 from trainables import timm_backbones
@@ -22,7 +24,8 @@ from trainables.errors import UserError
 from trainables.hparams import HPARAMS, MODEL
 from trainables.timm_backbones import is_timm
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ensembles (a folder of one model still says 1)
+SINGLE_FORMAT = 1
 MAX_CLASSES = 100_000
 MAX_HIDDEN = 65_536
 
@@ -54,11 +57,6 @@ def read_description(model_dir: Path) -> dict[str, Any]:
             f"({FORMAT_VERSION}); upgrade ftsweep",
             str(path),
         )
-    backbone = description.get("backbone")
-    if not isinstance(backbone, str) or not (
-        backbone in supported_backbones() or (is_timm(backbone) and _timm_builds(backbone))
-    ):
-        raise bad("backbone", f"{backbone!r} is not a backbone ftsweep builds")
     classes = description.get("classes")
     if (
         not isinstance(classes, list)
@@ -71,21 +69,64 @@ def read_description(model_dir: Path) -> dict[str, Any]:
     size = description.get("image_size")
     if not _is_int(size) or not low <= size <= high:
         raise bad("image_size", f"must be a whole number from {low} to {high}, not {size!r}")
+    temperature = description.get("temperature", 1.0)  # folders from before calibration: 1
+    if problem := _temperature_problem(temperature):
+        raise bad("temperature", problem)
+    if description.get("backbone") == ENSEMBLE:
+        members = description.get("members")
+        if not isinstance(members, list) or not members:
+            raise bad("members", "must be a list of the ensemble's models")
+        checked = []
+        for number, member in enumerate(members):
+            try:
+                checked.append(_member(member))
+            except ValueError as exc:
+                field = f"members[{number}]" + (f".{exc.args[0]}" if exc.args[0] else "")
+                raise bad(field, exc.args[1]) from None
+        return {**description, "temperature": temperature, "members": checked}
+    try:
+        return {**description, "temperature": temperature} | _member(description)
+    except ValueError as exc:
+        raise bad(exc.args[0], exc.args[1]) from None
+
+
+def _member(description: Any) -> dict[str, Any]:
+    """One model's fields (backbone, head, model, temperature) checked, the model
+    group filled in for folders written before it was recorded; a ValueError
+    (field, problem) names what is wrong."""
+    if not isinstance(description, dict):
+        raise ValueError("", "must be an object")
+    backbone = description.get("backbone")
+    if not isinstance(backbone, str) or not (
+        backbone in supported_backbones() or (is_timm(backbone) and _timm_builds(backbone))
+    ):
+        raise ValueError("backbone", f"{backbone!r} is not a backbone ftsweep builds")
     head = description.get("head")
     if not isinstance(head, dict):
-        raise bad("head", "must be an object with hidden and dropout")
+        raise ValueError("head", "must be an object with hidden and dropout")
     hidden, dropout = head.get("hidden"), head.get("dropout")
     if not _is_int(hidden) or not 0 <= hidden <= MAX_HIDDEN:
-        raise bad("head.hidden", f"must be a whole number from 0 to {MAX_HIDDEN}, not {hidden!r}")
+        raise ValueError(
+            "head.hidden", f"must be a whole number from 0 to {MAX_HIDDEN}, not {hidden!r}"
+        )
     if not _is_number(dropout) or not 0 <= dropout < 1:
-        raise bad("head.dropout", f"must be a number from 0 to below 1, not {dropout!r}")
+        raise ValueError("head.dropout", f"must be a number from 0 to below 1, not {dropout!r}")
+    temperature = description.get("temperature", 1.0)
+    if problem := _temperature_problem(temperature):
+        raise ValueError("temperature", problem)
     group = description.get("model")
     if group is None:  # folders written before model.json recorded the model group
         group = {"backbone": backbone, "head_hidden": hidden, "head_dropout": float(dropout)}
     problem = _group_problem(group, backbone)
     if problem:
-        raise bad("model", problem)
-    return {**description, "model": group}
+        raise ValueError("model", problem)
+    return {**description, "model": group, "temperature": temperature}
+
+
+def _temperature_problem(value: Any) -> str | None:
+    if _is_number(value) and MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
+        return None
+    return f"must be a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}, not {value!r}"
 
 
 def _group_problem(group: Any, backbone: str) -> str | None:

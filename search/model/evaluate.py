@@ -21,11 +21,14 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from search.model.export import (
-    FineTunedModel,
-    default_device,
-    load_model,
+from search.model.calibration import (
+    calibration_figures,
+    expected_calibration_error,
+    reliability,
 )
+from search.model.figures import default_device
+from search.model.loading import load_model
+from search.model.predictor import Predictor
 from search.outputs.layout import (
     CONFUSION_FILE,
     CONFUSION_PLOT,
@@ -33,6 +36,7 @@ from search.outputs.layout import (
     METRICS_FILE,
     PER_CLASS_FILE,
     PREDICTIONS_FILE,
+    RELIABILITY_PLOT,
     SPACE_FILE,
     SPLIT_FILE,
 )
@@ -72,6 +76,7 @@ def evaluate_model(
     out_dir: str | Path | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
+    tta: str | None = None,
 ) -> Evaluation:
     """Scores an exported model on labelled images, with scikit-learn's metrics.
 
@@ -81,7 +86,13 @@ def evaluate_model(
             train/ val/ test/, of which ``split`` is used) or a sweep's
             results folder (its split.csv's ``split`` rows).
         out_dir: where metrics.json, per_class.csv, confusion_matrix.csv and
-            .png, and predictions.csv go; default MODEL_DIR/evaluation.
+            .png, reliability.png and predictions.csv go; default
+            MODEL_DIR/evaluation.
+        tta: test-time augmentation, "flip" or "crops" (search/model/tta.py).
+
+    The probabilities are the model's (after its temperature); metrics.json's
+    ``calibration`` gives the NLL and expected calibration error of the raw
+    softmax and of the temperature-scaled one, without test-time augmentation.
     """
     model = load_model(model_dir, device or default_device())
     paths, labels, images, where = _labelled_images(Path(data), split, model.image_size)
@@ -92,7 +103,11 @@ def evaluate_model(
             "evaluate on data with the classes it was trained on",
             where,
         )
-    probabilities = model.predict_proba(images, batch_size=batch_size)
+    logits = model.logits(images, batch_size=batch_size)
+    if tta:
+        probabilities = model.predict_proba(images, batch_size=batch_size, tta=tta)
+    else:
+        probabilities = (logits.double() / model.temperature).softmax(dim=1).float()
     y_true = np.array([model.classes.index(label) for label in labels])
     y_pred = probabilities.argmax(dim=1).numpy()
     present = sorted(set(y_true) | set(y_pred))  # scikit-learn's default label set
@@ -104,6 +119,10 @@ def evaluate_model(
         {"class": names, "precision": precision, "recall": recall, "f1": f1, "support": support}
     )
     metrics = _scores(y_true, y_pred, probabilities, present, where)
+    truth = torch.from_numpy(y_true)
+    metrics["tta"] = tta
+    metrics["ece"] = expected_calibration_error(probabilities, truth)
+    metrics["calibration"] = calibration_figures(logits, truth, model.temperature)
     metrics["per_class"] = per_class.set_index("class").to_dict("index")
     matrix = confusion_matrix(y_true, y_pred, labels=present)
     confusion = pd.DataFrame(matrix, index=names, columns=names)
@@ -117,15 +136,29 @@ def evaluate_model(
         }
     )
     out = Path(out_dir) if out_dir is not None else Path(model_dir) / EVALUATION_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    spreadsheet_safe(per_class).to_csv(out / PER_CLASS_FILE, index=False)
-    spreadsheet_safe(confusion).to_csv(out / CONFUSION_FILE)
-    spreadsheet_safe(predictions).to_csv(out / PREDICTIONS_FILE, index=False)
-    from search.outputs.confusion import plot_confusion
+    result = Evaluation(metrics, per_class, confusion, predictions, out)
+    _save(result, logits, truth, model.temperature, f"{Path(model_dir).name} on {where}")
+    return result
 
-    plot_confusion(confusion, out / CONFUSION_PLOT, title=f"{Path(model_dir).name} on {where}")
-    return Evaluation(metrics, per_class, confusion, predictions, out)
+
+def _save(
+    result: Evaluation, logits: torch.Tensor, truth: torch.Tensor, temperature: float, title: str
+) -> None:
+    """metrics.json, the tables as CSV, the confusion matrix and reliability diagram."""
+    from search.outputs.confusion import plot_confusion, plot_reliability
+
+    out = result.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS_FILE).write_text(json.dumps(result.metrics, indent=2, default=float) + "\n")
+    spreadsheet_safe(result.per_class).to_csv(out / PER_CLASS_FILE, index=False)
+    spreadsheet_safe(result.confusion).to_csv(out / CONFUSION_FILE)
+    spreadsheet_safe(result.predictions).to_csv(out / PREDICTIONS_FILE, index=False)
+    plot_confusion(result.confusion, out / CONFUSION_PLOT, title=title)
+    curves = {"softmax": reliability(logits.softmax(dim=1), truth)}
+    curves[f"after temperature {temperature:.2f}"] = reliability(
+        (logits / temperature).softmax(dim=1), truth
+    )
+    plot_reliability(curves, out / RELIABILITY_PLOT, title=title)
 
 
 def _scores(
@@ -155,9 +188,13 @@ def _scores(
 def describe_evaluation(result: Evaluation) -> list[str]:
     """The figures as text for the terminal."""
     m = result.metrics
+    c = m["calibration"]
     lines = [
-        f"{m['images']} images from {m['data']}",
+        f"{m['images']} images from {m['data']}"
+        + (f", test-time augmentation: {m['tta']}" if m.get("tta") else ""),
         f"accuracy  {m['accuracy']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}",
+        f"calibration (temperature {c['temperature']:.3f}): NLL {c['nll_before']:.4f} -> "
+        f"{c['nll_after']:.4f}, ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}",
     ]
     for average in ("macro", "weighted"):
         a = m[average]
@@ -169,7 +206,10 @@ def describe_evaluation(result: Evaluation) -> list[str]:
     if len(result.confusion) <= SHOWN_CLASSES:
         lines += ["confusion matrix (rows: true class, columns: predicted)"]
         lines += [result.confusion.rename_axis(None).to_string(), ""]
-    lines.append(f"saved to {result.out_dir}/ (metrics.json, per_class.csv, confusion_matrix.*)")
+    lines.append(
+        f"saved to {result.out_dir}/ (metrics.json, per_class.csv, confusion_matrix.*, "
+        "reliability.png)"
+    )
     return lines
 
 
@@ -252,7 +292,12 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def predict_files(
-    model: FineTunedModel, files: Sequence[Path], *, top_k: int = 3, batch_size: int = 64
+    model: Predictor,
+    files: Sequence[Path],
+    *,
+    top_k: int = 3,
+    batch_size: int = 64,
+    tta: str | None = None,
 ) -> pd.DataFrame:
     """One row per file: path, the top-k labels with probabilities, and an error if unreadable.
 
@@ -274,7 +319,9 @@ def predict_files(
             decoded = list(pool.map(decode, chunk))
             good = [d for d in decoded if isinstance(d, torch.Tensor)]
             probabilities = (
-                model.predict_proba(torch.stack(good), batch_size=batch_size) if good else None
+                model.predict_proba(torch.stack(good), batch_size=batch_size, tta=tta)
+                if good
+                else None
             )
             position = 0
             for path, item in zip(chunk, decoded, strict=True):

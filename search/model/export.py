@@ -1,12 +1,15 @@
-"""The exported model folder (model.safetensors, model.json, metrics.json) and load_model."""
+"""The exported model folder (model.safetensors, model.json, metrics.json, README.md).
+
+An export fits the model's temperature on the validation split, scores it on
+the validation and test splits, measures its speed and writes a model card
+(search/model/card.py). ``load_model`` (search/model/loading.py) reads it.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import shutil
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,21 @@ import pandas as pd
 import safetensors.torch
 import torch
 import torchvision
-from PIL import Image
 from torch import nn
 
-from search.model.description import FORMAT_VERSION, read_description
-from search.model.onnx import ONNX_FILE, OnnxModel, as_items, prepare, write_onnx
+from search.model.card import write_card
+from search.model.description import SINGLE_FORMAT
+from search.model.figures import (
+    Labelled,
+    default_device,
+    evaluation_sets,
+    model_figures,
+    readable_split_set,
+    speed_figures,
+    split_logits,
+    split_sizes,
+)
+from search.model.loading import FineTunedModel, load_model  # re-exported: earlier imports
 from search.outputs.layout import METRICS_FILE, MODEL_FILE, SPLIT_FILE, WEIGHTS_FILE
 from search.outputs.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
 from search.outputs.ray_files import trial_config
@@ -28,17 +41,16 @@ from trainables import timm_backbones
 from trainables.augment import MEAN, STD
 from trainables.checkpoint_files import META_FILE
 from trainables.checkpoints import load_state
-from trainables.data import classes_of, decode_split, read_split
+from trainables.data import classes_of, read_split
 from trainables.errors import UserError
 from trainables.hparams import MODEL, HParams
-from trainables.loop import evaluate, predict_logits
 from trainables.models import Classifier, inference_network
 from trainables.timm_backbones import is_timm
-from trainables.weights import inference_weights
+from trainables.weights import inference_weights, load_weights
+
+__all__ = ["FineTunedModel", "default_device", "export_trial", "load_model"]
 
 log = logging.getLogger(__name__)
-
-ImageLike = Image.Image | torch.Tensor | str | Path
 
 
 def export_trial(
@@ -50,8 +62,9 @@ def export_trial(
 ) -> Path:
     """Writes a self-contained model folder for one trial (default: the best).
 
-    The weights are those of the trial's best kept checkpoint. Exporting the
-    same trial twice writes identical files.
+    The weights are those of the trial's best kept checkpoint; the temperature
+    is fitted on the validation split. Exporting the same trial twice writes
+    identical weights.
 
     Args:
         finalists: the trials tested at the end of the sweep (rank, trial id,
@@ -75,30 +88,20 @@ def export_trial(
         rows = [match.iloc[0]]
     split = read_split(sweep_dir / SPLIT_FILE)
     row, checkpoint, (network, hparams, meta) = _readable(sweep_dir, space, rows, split)
-
+    sets = evaluation_sets(split, space.data.root, space.data.image_size)
+    figures = model_figures(split_logits(network, sets), sets, classes_of(split))
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     safetensors.torch.save_file(weights, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     description = {
-        "format_version": FORMAT_VERSION,
-        "backbone": hparams.backbone,
-        "head": {"hidden": hparams.head_hidden, "dropout": hparams.head_dropout},
-        "model": hparams.group(MODEL),  # build_model's arguments (hparams.py's model group)
-        "classes": classes_of(split),
-        "image_size": space.data.image_size,
-        # What the network takes: RGB in [0, 1], resized (shorter side, antialiased
-        # bilinear) and centre-cropped to image_size, then normalised with this.
-        "normalization": {"mean": list(MEAN), "std": list(STD)},
-        "preprocessing": {"resize": "bilinear, antialiased", "crop": "center"},
-        **_pretrained_input(hparams.backbone),
-        "trial_id": str(row["trial_id"]),
-        "epoch": meta["epoch"],
+        "format_version": SINGLE_FORMAT,
+        **member_description(hparams, row, meta),
         "config": space.resolve(trial_config(checkpoint.parent)),
+        **common_description(space, split, figures),
         "metrics": meta,
-        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__}
-        | _timm_version(hparams.backbone),
+        "versions": versions(hparams.backbone),
     }
-    _write_json(out_dir / MODEL_FILE, description)
+    write_json(out_dir / MODEL_FILE, description)
     metrics: dict[str, Any] = {
         "trial_id": str(row["trial_id"]),
         "epoch": meta["epoch"],
@@ -107,12 +110,59 @@ def export_trial(
     tested = read_finalists(sweep_dir).get(str(row["trial_id"]))
     if tested and tested.get("checkpoint") == str(checkpoint):
         metrics["test"] = tested["test"]
-    elif (split["split"] == "test").any() and (scores := test_metrics(network, split, space)):
-        metrics["test"] = scores
+    elif "test" in figures["scores"]:
+        metrics["test"] = figures["scores"]["test"]
     if finalists:
         metrics["finalists"] = finalists
-    _write_json(out_dir / METRICS_FILE, metrics)
+    metrics |= common_metrics(space, split, figures, network)
+    write_json(out_dir / METRICS_FILE, metrics)
+    write_card(out_dir)
     return out_dir
+
+
+def member_description(hparams: HParams, row: pd.Series, meta: dict) -> dict[str, Any]:
+    """One trained model's fields of model.json (an ensemble lists one per member)."""
+    return {
+        "backbone": hparams.backbone,
+        "head": {"hidden": hparams.head_hidden, "dropout": hparams.head_dropout},
+        "model": hparams.group(MODEL),  # build_model's arguments (hparams.py's model group)
+        **_pretrained_input(hparams.backbone),
+        "trial_id": str(row["trial_id"]),
+        "epoch": meta["epoch"],
+    }
+
+
+def common_description(space: Space, split: pd.DataFrame, figures: dict) -> dict[str, Any]:
+    """model.json's fields for any exported model: classes, input, temperature."""
+    return {
+        "classes": classes_of(split),
+        "image_size": space.data.image_size,
+        # What the network takes: RGB in [0, 1], resized (shorter side, antialiased
+        # bilinear) and centre-cropped to image_size, then normalised with this.
+        "normalization": {"mean": list(MEAN), "std": list(STD)},
+        "preprocessing": {"resize": "bilinear, antialiased", "crop": "center"},
+        # Probabilities are softmax(logits / temperature), fitted on the validation split.
+        "temperature": figures["temperature"],
+        "calibration": {"split": "val"} | figures["calibration"].get("val", {}),
+    }
+
+
+def common_metrics(
+    space: Space, split: pd.DataFrame, figures: dict, network: nn.Module
+) -> dict[str, Any]:
+    """metrics.json's fields for the model card: data, calibration, per-class, speed."""
+    return {
+        "data": space.data.described,
+        "split_sizes": split_sizes(split),
+        "calibration": {"temperature": figures["temperature"], **figures["calibration"]},
+        "per_class": figures.get("per_class"),
+        "speed": speed_figures(network, space.data.image_size),
+    }
+
+
+def versions(*backbones: str) -> dict[str, str]:
+    found = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    return found | next((_timm_version(b) for b in backbones if is_timm(b)), {})
 
 
 def _readable(
@@ -150,48 +200,14 @@ def checkpoint_network(
     config = trial_config(checkpoint.parent)
     hparams = HParams.from_mapping(space.hparams(config))
     network = inference_network(hparams.group(MODEL), num_classes, space.data.image_size)
-    network.load_state_dict(inference_weights(state))
+    load_weights(network, inference_weights(state))
     return network.eval(), hparams, meta
 
 
-def test_set(split: pd.DataFrame, space: Space) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sweep's test images, labelled with the class index the trials trained with."""
-    classes = classes_of(split)
-    test = split[split["split"] == "test"]
-    _, sets = decode_split(test, space.data.root, space.data.image_size)
-    names = classes_of(test)  # decode_split indexes the given rows' classes only
-    labels = torch.tensor([classes.index(names[i]) for i in sets["test"].labels.tolist()])
-    return sets["test"].images, labels
-
-
-def readable_test_set(
-    split: pd.DataFrame, space: Space
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """test_set, or None with a warning when its images cannot be read any more
-    (deleted or changed since the run): the sweep's end then goes on without
-    test scores rather than stopping before best/ is written."""
-    try:
-        return test_set(split, space)
-    except UserError as error:
-        log.warning("no test scores: the test images cannot be read (%s)", error)
-        return None
-
-
-def test_metrics(network: nn.Module, split: pd.DataFrame, space: Space) -> dict[str, float] | None:
-    """Loss, accuracy and macro F1 of a network on the sweep's test split (None:
-    its images cannot be read)."""
-    test = readable_test_set(split, space)
-    if test is None:
-        return None
-    images, labels = test
-    device = default_device()
-    result = evaluate(network.to(device), images, labels, device)
-    network.cpu()
-    return result
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def readable_test_set(split: pd.DataFrame, space: Space) -> Labelled | None:
+    """The test split, or None with a warning when its images cannot be read any
+    more (deleted or changed since the run)."""
+    return readable_split_set(split, space.data.root, space.data.image_size, "test")
 
 
 def replace_folder(source: Path, target: Path) -> None:
@@ -201,106 +217,7 @@ def replace_folder(source: Path, target: Path) -> None:
     source.rename(target)
 
 
-class FineTunedModel(nn.Module):
-    """An exported classifier: a module in eval mode with its classes and preprocessing."""
-
-    def __init__(self, network: Classifier, classes: list[str], image_size: int) -> None:
-        super().__init__()
-        self.network = network
-        self.classes = list(classes)
-        self.image_size = image_size
-        self.eval()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a normalised float batch (NCHW)."""
-        return self.network(images)
-
-    def predict_proba(
-        self, images: ImageLike | Sequence[ImageLike], *, batch_size: int = 64
-    ) -> torch.Tensor:
-        """Class probabilities (N x classes) for PIL images, tensors or paths.
-
-        Images are decoded and run ``batch_size`` at a time, on the device the
-        model is on, with the preprocessing the model was trained with.
-        """
-        items = self._items(images)
-        device = next(self.parameters()).device
-        outputs = []
-        for start in range(0, len(items), batch_size):
-            batch = torch.stack([self.prepare(im) for im in items[start : start + batch_size]])
-            logits = predict_logits(self.network, batch, device, batch_size=batch_size)
-            outputs.append(logits.softmax(dim=1))
-        return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
-
-    def predict(
-        self, images: ImageLike | Sequence[ImageLike], *, batch_size: int = 64
-    ) -> list[str]:
-        """The most likely class name of each image."""
-        probabilities = self.predict_proba(images, batch_size=batch_size)
-        return [self.classes[i] for i in probabilities.argmax(dim=1).tolist()]
-
-    def prepare(self, image: ImageLike) -> torch.Tensor:
-        """One image -> the uint8 CHW tensor the network takes (resize, centre crop)."""
-        return prepare(image, self.image_size)
-
-    @staticmethod
-    def _items(images: ImageLike | Sequence[ImageLike]) -> Sequence[ImageLike]:
-        return as_items(images)
-
-
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> FineTunedModel:
-    """Loads an exported model folder; nothing is unpickled.
-
-    Only model.json (JSON) and model.safetensors (raw tensors) are read; any
-    other file in the folder is ignored, and a weights file that is not
-    safetensors (a pickle, say) is refused.
-
-    Returns:
-        A module in eval mode with ``.classes``, ``.predict(images)`` and
-        ``.predict_proba(images)``; images are PIL images, tensors or paths.
-    """
-    model_dir = Path(model_dir)
-    if (model_dir / ONNX_FILE).is_file() and not (model_dir / WEIGHTS_FILE).is_file():
-        onnx_description = read_description(model_dir)  # an ONNX folder (search/model/onnx.py)
-        classes = list(onnx_description["classes"])
-        return OnnxModel(model_dir, classes, int(onnx_description["image_size"]))  # type: ignore[return-value]
-    if not (model_dir / MODEL_FILE).is_file() or not (model_dir / WEIGHTS_FILE).is_file():
-        raise UserError(
-            f"not an exported model folder (needs {MODEL_FILE} and {WEIGHTS_FILE}); "
-            "create one with `ftsweep export RESULTS/NAME --out DIR`",
-            str(model_dir),
-        )
-    description = read_description(model_dir)  # every field checked
-    backbone, classes = description["backbone"], list(description["classes"])
-    image_size = int(description["image_size"])
-    try:
-        weights = safetensors.torch.load_file(str(model_dir / WEIGHTS_FILE))
-    except Exception as exc:  # SafetensorError: a header that is not safetensors
-        raise UserError(
-            f"{WEIGHTS_FILE} is not a valid safetensors file ({exc}); it is refused, not "
-            "unpickled: ftsweep model folders never hold pickles. Export the model again",
-            str(model_dir / WEIGHTS_FILE),
-        ) from None
-    try:
-        network = inference_network(description["model"], len(classes), image_size)
-    except (ValueError, TypeError, KeyError) as exc:  # a combination the builder refuses
-        raise UserError(
-            f"{MODEL_FILE} describes a model that cannot be built ({exc}); export it again",
-            str(model_dir / MODEL_FILE),
-        ) from None
-    try:
-        network.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise UserError(
-            f"the weights do not fit the model that {MODEL_FILE} describes ({backbone}, "
-            f"{len(classes)} classes): {str(exc).splitlines()[0]}; export the model again",
-            str(model_dir),
-        ) from None
-    model = FineTunedModel(network, classes, image_size)
-    return model.to(device).eval()
-
-
-def _write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, default=float) + "\n")
 
 
@@ -323,20 +240,3 @@ def _pretrained_input(backbone: str) -> dict[str, Any]:
 
 def _timm_version(backbone: str) -> dict[str, str]:
     return {"timm": timm_backbones.require().__version__} if is_timm(backbone) else {}
-
-
-def export_onnx(sweep_dir: Path, out_dir: Path, trial_id: str | None = None) -> float:
-    """``ftsweep export --format onnx``: the trial exported (as export_trial), then
-    converted and checked on the sweep's test images; returns the largest difference."""
-    split = read_split(sweep_dir / SPLIT_FILE)
-    space = open_sweep(sweep_dir)
-    tested = readable_test_set(split, space) if (split["split"] == "test").any() else None
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = export_trial(sweep_dir, Path(tmp) / "model", trial_id)
-        return convert_to_onnx(folder, out_dir, tested[0] if tested is not None else None)
-
-
-def convert_to_onnx(model_dir: Path, out_dir: Path, images: torch.Tensor | None = None) -> float:
-    """An exported PyTorch folder written again as an ONNX folder (search/model/onnx.py)."""
-    model = load_model(model_dir)
-    return write_onnx(model.network, model_dir, out_dir, images)

@@ -3,7 +3,8 @@
 ``model.onnx`` takes uint8 RGB images, NCHW at the model's image size (resized
 on the shorter side and centre-cropped, as for training), with a dynamic batch
 axis; it divides by 255 and normalises inside, and returns ``logits`` and
-``probabilities``. At export it runs in onnxruntime on the sweep's test images
+``probabilities`` (the softmax of the logits divided by model.json's
+``temperature``). At export it runs in onnxruntime on the sweep's test images
 (or drawn ones) beside the PyTorch network: a probability more than
 ``TOLERANCE`` apart, or a different top-1 class, fails the export. An ONNX
 folder holds model.onnx, model.json (``"format": "onnx"``) and metrics.json;
@@ -21,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from search.model.card import write_card
+from search.model.predictor import Predictor
 from search.outputs.layout import METRICS_FILE, MODEL_FILE
 from trainables.augment import MEAN, STD
-from trainables.data import load_image, prepare_image
 from trainables.errors import UserError
 
 ONNX_FILE = "model.onnx"
@@ -44,9 +46,10 @@ def require() -> Any:
 class _Deployed(nn.Module):
     """uint8 images in; logits and probabilities out (what model.onnx computes)."""
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.network = network
+        self.temperature = temperature
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
 
@@ -54,7 +57,7 @@ class _Deployed(nn.Module):
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
         batch = (images.to(torch.float32) / 255.0 - mean) / std
         logits = self.network(batch)
-        return logits, logits.softmax(dim=1)
+        return logits, (logits / self.temperature).softmax(dim=1)
 
 
 def write_onnx(
@@ -64,13 +67,13 @@ def write_onnx(
     ONNX folder at ``out_dir``; returns the largest difference of probabilities
     measured on ``images`` (uint8 NCHW; None: 16 drawn ones)."""
     ort = require()
-    deployed = _Deployed(network).eval()
-    size = int(json.loads((model_dir / MODEL_FILE).read_text())["image_size"])
+    description = json.loads((model_dir / MODEL_FILE).read_text())
+    deployed = _Deployed(network, float(description.get("temperature", 1.0))).eval()
+    size = int(description["image_size"])
     if images is None or not len(images):
         generator = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (16, 3, size, size), dtype=torch.uint8, generator=generator)
     images = images[:64]
-    description = json.loads((model_dir / MODEL_FILE).read_text())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ONNX_FILE
         _export(deployed, images[:2], path, description["backbone"])
@@ -82,7 +85,7 @@ def write_onnx(
         same_top1 = bool((torch.from_numpy(ort_probs).argmax(1) == torch_probs.argmax(1)).all())
         if difference > TOLERANCE or not same_top1:
             raise UserError(
-                f"the ONNX export of {description['backbone']} does not match PyTorch on "
+                f"the ONNX export of {_family(description['backbone'])} does not match PyTorch on "
                 f"{len(images)} images (largest difference of probabilities {difference:.2e}, "
                 f"allowed {TOLERANCE:g}; top-1 classes {'equal' if same_top1 else 'differ'}); "
                 "keep the PyTorch folder (ftsweep export without --format onnx)"
@@ -102,6 +105,7 @@ def write_onnx(
     (out_dir / MODEL_FILE).write_text(json.dumps(description, indent=1) + "\n")
     if (model_dir / METRICS_FILE).is_file():
         shutil.copyfile(model_dir / METRICS_FILE, out_dir / METRICS_FILE)
+        write_card(out_dir)
     return difference
 
 
@@ -129,58 +133,40 @@ def _export(deployed: nn.Module, example: torch.Tensor, path: Path, backbone: st
     except Exception as exc:  # an operator ONNX lacks, a shape torch.export cannot trace
         first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ""
         raise UserError(
-            f"{backbone} cannot be exported to ONNX ({type(exc).__name__}: {first}); keep the "
-            "PyTorch folder (ftsweep export without --format onnx)"
+            f"{_family(backbone)} cannot be exported to ONNX ({type(exc).__name__}: {first}); "
+            "keep the PyTorch folder (ftsweep export without --format onnx)"
         ) from None
 
 
-class OnnxModel:
-    """An ONNX model folder run through onnxruntime: ``.classes``, ``.predict``,
-    ``.predict_proba`` and ``.prepare`` as load_model's PyTorch models have."""
+def _family(backbone: str) -> str:
+    """The backbone with its family, as errors name it: "swin_t (Swin family)"."""
+    from trainables.backbones import family_of
 
-    def __init__(self, model_dir: Path, classes: list[str], image_size: int) -> None:
+    family = family_of(backbone)
+    return f"{backbone} ({family.title} family)" if family is not None else backbone
+
+
+class OnnxModel(Predictor):
+    """An ONNX model folder run through onnxruntime: ``.classes``, ``.predict``,
+    ``.predict_proba`` and ``.logits`` as load_model's PyTorch models have."""
+
+    def __init__(
+        self, model_dir: Path, classes: list[str], image_size: int, temperature: float = 1.0
+    ) -> None:
         ort = require()
         self.session = ort.InferenceSession(
             str(model_dir / ONNX_FILE), providers=["CPUExecutionProvider"]
         )
         self.classes = classes
         self.image_size = image_size
+        self.temperature = temperature
 
-    def predict_proba(self, images: Any, *, batch_size: int = 64) -> torch.Tensor:
-        items = as_items(images)
-        outputs = []
-        for start in range(0, len(items), batch_size):
-            batch = torch.stack([self.prepare(im) for im in items[start : start + batch_size]])
-            _, probabilities = self.session.run(None, {"images": batch.numpy()})
-            outputs.append(torch.from_numpy(probabilities))
-        return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
-
-    def predict(self, images: Any, *, batch_size: int = 64) -> list[str]:
-        probabilities = self.predict_proba(images, batch_size=batch_size)
-        return [self.classes[i] for i in probabilities.argmax(dim=1).tolist()]
-
-    def prepare(self, image: Any) -> torch.Tensor:
-        return prepare(image, self.image_size)
+    def batch_logits(self, batch: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.session.run(None, {"images": batch.contiguous().numpy()})
+        return torch.from_numpy(logits)
 
     def to(self, device: Any) -> OnnxModel:  # onnxruntime's CPU provider: one device
         return self
 
     def eval(self) -> OnnxModel:
         return self
-
-
-def as_items(images: Any) -> Any:
-    """A batch tensor, a list or one image, as a sequence of images."""
-    if isinstance(images, torch.Tensor) and images.ndim == 4:
-        return list(images)
-    if isinstance(images, list | tuple):
-        return images
-    return [images]
-
-
-def prepare(image: Any, image_size: int) -> torch.Tensor:
-    """One image (PIL, tensor or path) -> the uint8 CHW tensor a model takes
-    (resized on the shorter side, centre-cropped), as in training."""
-    if isinstance(image, str | Path):
-        return load_image(Path(image), image_size)
-    return prepare_image(image, image_size)

@@ -1,4 +1,5 @@
-"""`ftsweep evaluate`'s confusion matrix, drawn as a heat map (confusion_matrix.png)."""
+"""`ftsweep evaluate`'s plots: the confusion matrix as a heat map (confusion_matrix.png)
+and the reliability diagram (reliability.png)."""
 
 from __future__ import annotations
 
@@ -30,4 +31,27 @@ def plot_confusion(confusion: pd.DataFrame, path: Path, *, title: str) -> None:
             if count:
                 colour = "white" if count > threshold else "black"
                 axes.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=8)
+    save_figure(figure, path)
+
+
+def plot_reliability(curves: dict[str, list[dict[str, float]]], path: Path, *, title: str) -> None:
+    """A reliability diagram: accuracy against confidence per bin, one line per
+    curve (raw softmax, after the temperature), the diagonal being perfect."""
+    figure, axes = plt.subplots(figsize=(5.5, 5.0), dpi=DPI, layout="constrained")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    for label, bins in curves.items():
+        if bins:
+            axes.plot(
+                [b["confidence"] for b in bins],
+                [b["accuracy"] for b in bins],
+                marker="o",
+                markersize=4,
+                label=label,
+            )
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("confidence (top probability), 15 bins")
+    axes.set_ylabel("accuracy in the bin")
+    axes.set_title(f"Reliability: {title}")
+    axes.legend(loc="upper left")
     save_figure(figure, path)

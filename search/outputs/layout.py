@@ -13,6 +13,7 @@ TUNE_DIR = "tune"  # Ray Tune's experiment (ray_files.py)
 ASHA_STOPS_FILE = "asha_stops.json"  # in TUNE_DIR: trial id -> epoch ASHA stopped it at
 LEADERBOARD_FILE = "leaderboard.csv"
 FINALISTS_FILE = "finalists.json"
+ENSEMBLE_FILE = "ensemble.json"  # the finalists' ensemble on the test split
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 BEST_DIR = "best"  # the best trial, exported
@@ -31,6 +32,7 @@ EVALUATION_DIR = "evaluation"
 PER_CLASS_FILE = "per_class.csv"
 CONFUSION_FILE = "confusion_matrix.csv"
 CONFUSION_PLOT = "confusion_matrix.png"
+RELIABILITY_PLOT = "reliability.png"  # evaluate's calibration, before and after the temperature
 PREDICTIONS_FILE = "predictions.csv"
 
 # A trial's status in the leaderboard.

@@ -3,6 +3,7 @@ finalists on the test split, cost, settings, plots)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from search.outputs.layout import LEADERBOARD_FILE, REPORT_FILE, SPLIT_FILE, STATUSES
+from search.outputs.layout import (
+    ENSEMBLE_FILE,
+    LEADERBOARD_FILE,
+    REPORT_FILE,
+    SPLIT_FILE,
+    STATUSES,
+)
 from search.outputs.leaderboard import render
 from search.outputs.plots import PLOTS, PLOTS_DIR
 from search.outputs.text import duration
@@ -94,7 +101,7 @@ def write_report(
                 f"{f['val'].get('accuracy', float('nan')):.4f} | {f['test']['accuracy']:.4f} | "
                 f"{f['test']['f1_macro']:.4f} | {f['test']['loss']:.4f} |"
             )
-        lines.append("")
+        lines += ["", *_ensemble_line(sweep_dir)]
     lines += ["## Cost", "", *_cost(frame, space), ""]
     lines += ["## Settings", "", *_settings(sweep_dir, space), ""]
     lines += ["## Plots", ""]
@@ -112,6 +119,24 @@ def write_report(
     staging.write_text("\n".join(lines) + "\n", encoding="utf-8")
     staging.replace(path)
     return path
+
+
+def _ensemble_line(sweep_dir: Path) -> list[str]:
+    """The finalists' ensemble on the test split beside the best alone (ensemble.json)."""
+    try:
+        found = json.loads((sweep_dir / ENSEMBLE_FILE).read_text())
+        ensemble, best = found["test"], found["single_best"]
+        line = (
+            f"**Ensemble of the {len(found['members'])} finalists** (their logits averaged, "
+            f"each after its own temperature): test accuracy {ensemble['accuracy']:.4f}, "
+            f"macro F1 {ensemble['f1_macro']:.4f}, loss {ensemble['loss']:.4f}; the best "
+            f"alone (`{best['trial_id']}`): {best['test']['accuracy']:.4f}, "
+            f"{best['test']['f1_macro']:.4f}, {best['test']['loss']:.4f}. "
+            f"Export it with `{found['export']}`."
+        )
+    except (OSError, ValueError, KeyError, TypeError):  # none, or from another version
+        return []
+    return [line, ""]
 
 
 def _top_columns(space: Space, frame: pd.DataFrame) -> list[str]:

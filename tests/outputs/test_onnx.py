@@ -8,16 +8,21 @@ import pytest
 import torch
 
 from search import load_model
-from search.model.export import convert_to_onnx
 from search.model.onnx import TOLERANCE
+from search.model.onnx_export import convert_to_onnx
 from tests.conftest import model_folder
 from trainables.errors import UserError
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-FAMILIES = ["squeezenet1_1", "resnet18", "mobilenet_v3_small", "timm/convnext_atto.d2_in1k",
-            "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"]  # fmt: skip
+# A torchvision family for each kind of operator (plain convolutions, fire modules,
+# depthwise with hard-swish and squeeze-excitation, MNASNet's versioned state
+# dict, adaptive pooling into a large classifier) and timm's CNN and ViT: the
+# suite's share. Every torchvision family, with its difference and export
+# time: `make bench-onnx` (benchmarks/onnx_families.py).
+FAMILIES = ["squeezenet1_1", "resnet18", "mobilenet_v3_small", "mnasnet0_5", "alexnet",
+            "timm/convnext_atto.d2_in1k", "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"]  # fmt: skip
 
 
 def pytorch_folder(folder, backbone: str):
@@ -48,6 +53,20 @@ def test_a_mismatch_fails_the_export(tmp_path, monkeypatch):
 
     source = pytorch_folder(tmp_path / "pt", "squeezenet1_1")
     monkeypatch.setattr(onnx, "TOLERANCE", -1.0)  # nothing can pass
-    with pytest.raises(UserError, match="does not match PyTorch"):
+    with pytest.raises(UserError, match=r"squeezenet1_1 \(SqueezeNet family\) does not match"):
         convert_to_onnx(source, tmp_path / "onnx", None)
     assert not (tmp_path / "onnx" / "model.onnx").exists()
+
+
+def test_a_model_the_exporter_cannot_trace_names_its_family_and_operator(tmp_path, monkeypatch):
+    source = pytorch_folder(tmp_path / "pt", "squeezenet1_1")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("No decomposition for operator aten::strange_op.default\nmore")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(UserError) as error:
+        convert_to_onnx(source, tmp_path / "onnx", None)
+    assert "squeezenet1_1 (SqueezeNet family) cannot be exported to ONNX" in str(error.value)
+    assert "aten::strange_op" in str(error.value) and "more" not in str(error.value)
+    assert not (tmp_path / "onnx").exists()

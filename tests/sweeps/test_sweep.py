@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -139,10 +140,13 @@ def test_best_model_predicts_like_its_checkpoint(sweep):
     reference.eval()
     _, sets = decode_split(read_split(sweep.sweep_dir / "split.csv"), None, 16)
     images = sets["test"].images[:64]
-    expected = reference(
+    logits = reference(
         (images.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    ).softmax(1)
+    )
+    description = json.loads((sweep.best_dir / "model.json").read_text())
+    assert description["temperature"] == model.temperature != 1.0  # fitted on val
+    expected = (logits / model.temperature).softmax(1)  # calibrated probabilities
     assert torch.allclose(model.predict_proba(images), expected, atol=1e-5)
     assert model.predict(list(images[:3])) == [model.classes[i] for i in expected[:3].argmax(1)]
     metrics = json.loads((sweep.best_dir / "metrics.json").read_text())
@@ -183,7 +187,7 @@ def test_finalists_are_tested_on_the_test_split(sweep):
     assert metrics["finalists"][0]["test"] == finalists[board.iloc[0]["trial_id"]]["test"]
 
 
-def _checkpoint_probabilities(row, images):
+def _checkpoint_probabilities(row, images, temperature, *, logits=False):
     state = load_state(Path(row["checkpoint"]))
     reference = build_model("resnet18", 10, head_hidden=int(row["head_hidden"]), image_size=16)
     reference.load_state_dict(state["model"])
@@ -191,7 +195,8 @@ def _checkpoint_probabilities(row, images):
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        return reference((images.float() / 255 - mean) / std).softmax(1)
+        raw = reference((images.float() / 255 - mean) / std)
+    return raw if logits else (raw / temperature).softmax(1)
 
 
 def test_export_of_a_non_best_trial_round_trips(sweep, tmp_path):
@@ -206,7 +211,7 @@ def test_export_of_a_non_best_trial_round_trips(sweep, tmp_path):
     model = load_model(first)
     _, sets = decode_split(read_split(sweep.sweep_dir / "split.csv"), None, 16)
     images = sets["test"].images[:50]
-    expected = _checkpoint_probabilities(row, images)
+    expected = _checkpoint_probabilities(row, images, description["temperature"])
     assert torch.allclose(model.predict_proba(images, batch_size=16), expected, atol=1e-5)
     with pytest.raises(UserError, match="no trial 'nope'"):
         export_trial(sweep.sweep_dir, tmp_path / "x", trial_id="nope")
@@ -243,6 +248,21 @@ def test_evaluate_agrees_with_scikit_learn(sweep, tmp_path):
     assert saved.columns.tolist() == labels
     assert len(pd.read_csv(tmp_path / "eval" / "predictions.csv")) == len(test)
     assert _png_size(tmp_path / "eval" / "confusion_matrix.png")[0] > 500
+    # Calibration: the NLL before and after the model's temperature, the ECE, the diagram.
+    from search.model.calibration import expected_calibration_error, nll
+
+    logits = model.logits(sets["test"].images)
+    labels = torch.tensor([int(t) for t in truth])
+    calibration = result.metrics["calibration"]
+    assert calibration["temperature"] == model.temperature
+    assert calibration["nll_before"] == pytest.approx(nll(logits, labels), rel=1e-4)
+    assert calibration["nll_after"] == pytest.approx(
+        nll(logits, labels, model.temperature), rel=1e-4
+    )
+    assert result.metrics["ece"] == pytest.approx(
+        expected_calibration_error((logits / model.temperature).softmax(1), labels), abs=1e-6
+    )
+    assert _png_size(tmp_path / "eval" / "reliability.png")[0] > 500
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -506,7 +526,12 @@ def test_onnx_export_and_predict_give_the_pytorch_rows(sweep, tmp_path, capsys):
     out = tmp_path / "onnx"
     assert main(["export", str(sweep.sweep_dir), "--format", "onnx", "--out", str(out)]) == 0
     assert "onnxruntime against PyTorch" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",  # the model card
+        "metrics.json",
+        "model.json",
+        "model.onnx",
+    ]
     description = json.loads((out / "model.json").read_text())
     assert description["onnx"]["checked_on"] == 64  # the test split's first images
     assert description["onnx"]["largest_difference"] <= 1e-4
@@ -530,3 +555,101 @@ def test_onnx_export_and_predict_give_the_pytorch_rows(sweep, tmp_path, capsys):
     assert main(["evaluate", str(out), str(sweep.sweep_dir), "--out", str(evaluated)]) == 0
     onnx_metrics = json.loads((evaluated / "metrics.json").read_text())
     assert onnx_metrics["images"] == len(sets["test"])
+
+
+def test_the_finalists_ensemble_is_scored_and_exports_as_the_mean_of_their_logits(
+    sweep, tmp_path, capsys
+):
+    from search.cli import main
+
+    board = sweep.leaderboard
+    summary = json.loads((sweep.sweep_dir / "ensemble.json").read_text())
+    assert summary["members"] == list(board["trial_id"].head(3))  # the finalists
+    assert summary["single_best"]["trial_id"] == board.iloc[0]["trial_id"]
+    report = (sweep.sweep_dir / "report.md").read_text()
+    assert "**Ensemble of the 3 finalists**" in report
+    assert f"test accuracy {summary['test']['accuracy']:.4f}" in report
+    from search.cli.commands import _report
+
+    assert _report(sweep) == 0  # the sweep's last lines say it too
+    said = capsys.readouterr().out
+    assert f"ensemble of the 3 finalists: test accuracy {summary['test']['accuracy']:.4f}" in said
+    assert "--ensemble 3 --out DIR" in said and "its model card: README.md" in said
+
+    out = tmp_path / "ensemble"
+    assert main(["export", str(sweep.sweep_dir), "--ensemble", "2", "--out", str(out)]) == 0
+    assert "top 2 trials" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "metrics.json", "model.json", "model.safetensors"]  # fmt: skip
+    description = json.loads((out / "model.json").read_text())
+    members = description["members"]
+    assert [m["trial_id"] for m in members] == list(board["trial_id"].head(2))
+    assert description["backbone"] == "ensemble" and description["temperature"] == 1.0
+    # Independently: each member's checkpoint, its logits over its temperature, averaged.
+    _, sets = decode_split(read_split(sweep.sweep_dir / "split.csv"), None, 16)
+    images = sets["test"].images[:40]
+    logits = [
+        _checkpoint_probabilities(board.iloc[i], images, 1.0, logits=True) / m["temperature"]
+        for i, m in enumerate(members)
+    ]
+    expected = torch.stack(logits).mean(0)
+    model = load_model(out)
+    assert torch.allclose(model.logits(images), expected, atol=1e-5)
+    assert torch.allclose(model.predict_proba(images), expected.softmax(1), atol=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    truth = sets["test"].labels
+    all_logits = model.logits(sets["test"].images)
+    assert metrics["test"]["accuracy"] == pytest.approx(
+        float((all_logits.argmax(1) == truth).double().mean())
+    )
+    assert "an ensemble of 2 fine-tuned models" in (out / "README.md").read_text()
+    evaluated = tmp_path / "evaluated"
+    assert main(["evaluate", str(out), str(sweep.sweep_dir), "--out", str(evaluated)]) == 0
+    assert json.loads((evaluated / "metrics.json").read_text())["accuracy"] == pytest.approx(
+        metrics["test"]["accuracy"]
+    )
+
+    pytest.importorskip("onnxruntime")
+    onnx = tmp_path / "ensemble-onnx"
+    argv = ["export", str(sweep.sweep_dir), "--ensemble", "2", "--format", "onnx", "--out"]
+    assert main([*argv, str(onnx)]) == 0
+    assert (load_model(onnx).predict_proba(images) - expected.softmax(1)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--ensemble", "1"], "--ensemble takes 2 or more trials"),
+        (["--ensemble", "99"], r"at most the \d+ with a checkpoint"),
+        (["--ensemble", "2", "--trial", "x"], "give --trial or --ensemble, not both"),
+    ],
+)
+def test_an_impossible_ensemble_is_one_paragraph(sweep, tmp_path, capsys, flags, words):
+    from search.cli import main
+
+    out = tmp_path / "never"
+    assert main(["export", str(sweep.sweep_dir), *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(words, err) and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_the_best_models_card_names_its_figures(sweep):
+    card = (sweep.best_dir / "README.md").read_text()
+    metrics = json.loads((sweep.best_dir / "metrics.json").read_text())
+    description = json.loads((sweep.best_dir / "model.json").read_text())
+    best = sweep.leaderboard.iloc[0]
+    split = read_split(sweep.sweep_dir / "split.csv")
+    counts = split["split"].value_counts()
+    assert f"`resnet18` (trial `{best['trial_id']}`" in card
+    assert f"{counts['train']} train, {counts['val']} validation, {counts['test']} test" in card
+    assert "Classes (10): `0`, `1`" in card
+    assert f"| test | {best['test_accuracy']:.4f} |" in card
+    assert f"| validation | {best['best_val_accuracy']:.4f} |" in card
+    assert f"softmax(logits / {description['temperature']:.4f})" in card
+    val = description["calibration"]
+    assert val["split"] == "val" and val["nll_after"] <= val["nll_before"]
+    assert f"| validation | {val['nll_before']:.4f} | {val['nll_after']:.4f} |" in card
+    assert f"{metrics['speed']['latency_ms']:.2f} ms per image at batch 1" in card
+    for name, row in metrics["per_class"]["classes"].items():
+        assert f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} |" in card
