@@ -25,6 +25,7 @@ from search.engine.tuner import (
     set_callbacks,
     trial_setup,
 )
+from search.engine.warm_start import warm_start
 from search.model.export import export_trial, replace_folder
 from search.outputs import versions
 from search.outputs.disk import disk_full_error, raise_if_disk_full, requeue_disk_full
@@ -39,7 +40,7 @@ from search.outputs.layout import (
     STORAGE_FILE,
     TUNE_DIR,
 )
-from search.outputs.leaderboard import build_leaderboard, open_sweep
+from search.outputs.leaderboard import build_leaderboard, open_sweep, usable
 from search.outputs.lock import claim_free, driving, release
 from search.outputs.ray_files import add_trials, prepare_resume, ray_statuses, sign_tuner
 from search.outputs.storage import (
@@ -153,7 +154,12 @@ def run_sweep(
         if storage:
             write_storage(sweep_dir, storage_location(storage, space.name))
             push(sweep_dir)  # space.yaml and split.csv: enough to resume from anywhere
-        build = lambda setup: build_tuner(space, sweep_dir, setup)  # noqa: E731
+        warm = warm_start(space, sweep_dir)  # search.warm_start: an earlier sweep's trials
+        if warm is not None:
+            print(warm.line(), flush=True)  # the progress view's first line
+            log.info(warm.line())
+        trials = tuple(warm.trials) if warm is not None else ()
+        build = lambda setup: build_tuner(space, sweep_dir, setup, trials)  # noqa: E731
         return _fit(
             _connect(space, sweep_dir, address, build, verbose), sweep_dir, space, verbose, mlflow
         )
@@ -319,7 +325,7 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
     spreadsheet_safe(frame).to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
     best_dir = None
     finalists: list[dict[str, Any]] = []
-    if frame[f"best_{space.trial.metric}"].notna().any() if len(frame) else False:
+    if not usable(frame, space.trial.metric).empty if len(frame) else False:
         if not interrupted:  # an interrupted sweep's finalists may still improve
             finalists = test_finalists(sweep_dir, frame, space)
             if finalists:  # the leaderboard gains their test columns
@@ -330,6 +336,8 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
         export_trial(sweep_dir, staging, finalists=finalists)
         best_dir = sweep_dir / BEST_DIR
         replace_folder(staging, best_dir)
+    elif "feasible" in frame and len(frame) and not frame["feasible"].any():
+        log.warning("no trial is within search.constraints; nothing exported")
     else:
         log.warning("no trial finished an epoch; nothing exported")
     from search.engine.importance import parameter_importance

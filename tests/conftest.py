@@ -36,6 +36,16 @@ def write_space(tmp_path: Path):
     return write
 
 
+@pytest.fixture(scope="module")
+def ray_session():
+    """One light Ray per test module whose sweeps run in this process."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def ray_stops():
     """For a test whose sweeps run in this process and start Ray there (as

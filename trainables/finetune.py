@@ -37,6 +37,7 @@ from trainables.faults import (
     release_memory,
 )
 from trainables.hparams import HParams
+from trainables.limits import INFEASIBLE, MEASURED, Limit, broken_limit
 from trainables.loop import evaluate_batches, measure_speed, train_epoch
 from trainables.models import build_model
 from trainables.optim import WeightEMA, build_optimizer, build_scheduler
@@ -44,7 +45,7 @@ from trainables.optim import WeightEMA, build_optimizer, build_scheduler
 log = logging.getLogger(__name__)
 
 
-Report = Callable[[dict[str, Any], Path], None]
+Report = Callable[[dict[str, Any], Path | None], None]  # metrics, checkpoint (None: none)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class TrialSetup:
     split_rows: str = ""  # split.csv's text, for workers that cannot read split_csv
     verbose: bool = False  # keep Ray Train's "Checkpoint successfully created" lines
     sampler: str = "uniform"  # data.sampler: uniform, or balanced (classes equally often)
+    limits: tuple[Limit, ...] = ()  # search.constraints: those on MEASURED stop a trial early
 
 
 def split_frame(setup: TrialSetup) -> pd.DataFrame:
@@ -98,10 +100,13 @@ def tune_trainable(
 
     node_id = ray.get_runtime_context().get_node_id()  # Ray adds node_ip, not the id
 
-    def report(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         maybe_inject(trial_id, metrics[hp.EPOCH])
         metrics[hp.NODE_ID] = node_id
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        if checkpoint_dir is None:
+            tune.report(metrics)
+        else:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     checkpoint = tune.get_checkpoint()
     state: dict[str, Any] | None = None
@@ -204,6 +209,15 @@ def train(
         model, setup.image_size, device, batch_size=setup.batch_size, amp_dtype=amp_dtype
     )
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    measured = {hp.PARAMS: num_params, hp.LATENCY_MS: latency_ms, hp.THROUGHPUT: throughput}
+    broken = broken_limit(tuple(k for k in setup.limits if k.key in MEASURED), measured)
+    if broken is not None and epoch == 0:  # search.constraints: no epoch is trained
+        log.info("infeasible: %s; the trial stops before its first epoch", broken)
+        nothing = dict.fromkeys([hp.TRAIN_LOSS, *hp.METRICS], float("nan"))
+        report({hp.EPOCH: 0, INFEASIBLE: broken, **nothing, **measured, hp.DEVICE: device_name,
+                hp.TRAIN_SECONDS: 0.0, hp.STARTED_AT: started_at, hp.REPORTED_AT: time.time()},
+               None)  # fmt: skip
+        return
     while epoch < setup.max_epochs:
         if unfreezes and model.frozen_depth and epoch + 1 >= hparams.unfreeze_at:
             log.info("epoch %d: unfreezing the frozen stages", epoch + 1)

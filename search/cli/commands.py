@@ -106,6 +106,16 @@ def _report(result: SweepResult) -> int:
             file=sys.stderr,
         )
         return 1
+    if "feasible" in board and len(board) and not board["feasible"].any():
+        reasons = board["infeasible"].dropna()
+        print(
+            f"\nno trial is within search.constraints ({len(board)} trials; the first: "
+            f"{reasons.iloc[0] if len(reasons) else 'unknown'}); nothing was exported. Loosen "
+            "the limit or give the space backbones that can meet it (ftsweep validate warns "
+            "when none can)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -20,6 +20,7 @@ OVERRIDES = {
     "seed": "search.seed",
     "gpus_per_trial": "resources.gpus",
     "cpus_per_trial": "resources.cpus",
+    "warm_start": "search.warm_start",
 }
 
 ADDRESS_HELP = (
@@ -86,6 +87,12 @@ def _run(commands: Any) -> None:
     run.add_argument("--time-budget", help="stop starting trials after this long, e.g. 8h")
     run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions pack trials)")
     run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
+    run.add_argument(
+        "--warm-start",
+        metavar="RESULTS/OLD",
+        help="seed the study with an earlier sweep's trials that lie in this space "
+        "(search.warm_start)",
+    )
     run.add_argument("--seed", type=int, help="the sampler's seed")
     _output_flags(run)
     run.set_defaults(command="run")

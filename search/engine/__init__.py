@@ -29,9 +29,12 @@ Ray Tune private attributes
   replays stored results into the rungs; Ray does not restore them).
 - ``OptunaSearch._ot_study``, ``._ot_trials``, ``._completed_trials``
   (searcher.PruningOptunaSearch tells Optuna a stopped trial was PRUNED),
-  ``._sampler``, ``._storage``, ``._mode``, ``._metric``, ``._setup_study(mode)`` and
+  ``._sampler``, ``._storage``, ``._mode``, ``._metric``, ``._points_to_evaluate``
+  (queued after the warm start's trials), ``._setup_study(mode)`` and
   ``Searcher.CKPT_FILE_TMPL`` as ``restore_from_dir`` globs it (the searcher
   pickles no Optuna object and saves its study as JSON, engine/history.py).
+- Optuna's storage of ``Trial.set_constraint(key, v)`` as the system attribute
+  ``constraints:key`` (searcher: a restored trial's constraints, added frozen).
 - ``TBXLoggerCallback._try_log_hparams(trial, result)`` (tracking: HParams
   without bookkeeping columns), ``MLflowLoggerCallback._trial_runs`` and
   ``mlflow_util._get_client()`` (tracking: one MLflow run per trial across

@@ -11,6 +11,7 @@ import pyarrow.fs
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from search.outputs.ray_files import stored_results, write_asha_stops
+from trainables.limits import INFEASIBLE
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class ResumableASHA(ASHAScheduler):
             self._record()
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if INFEASIBLE in result:  # a limit stopped it before any epoch: not in the rungs
+            return TrialScheduler.CONTINUE
         action = super().on_trial_result(tune_controller, trial, result)
         stopped_at = self._replayed_stops.get(trial.trial_id)
         if stopped_at is not None and result.get(self._time_attr, 0) >= stopped_at:
@@ -88,6 +91,8 @@ class ResumableASHA(ASHAScheduler):
         )
         brackets = self._brackets
         for trial_id, result in results:
+            if INFEASIBLE in result:
+                continue
             bracket = self._trial_info.get(trial_id, brackets[0])
             epoch = result[self._time_attr]
             action = bracket.on_result(

@@ -12,6 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from importlib.metadata import version
+from typing import Any
 
 from trainables.errors import UserError
 
@@ -64,6 +65,7 @@ def _checks() -> list[tuple[str, Callable[[], bool]]]:
             _optuna_search,
         ),
         ("Optuna's enqueued trial holds system_attrs['fixed_params']", _enqueued),
+        ("Optuna's trial.set_constraint(key, v) is system_attrs['constraints:key']", _constraint),
         ("TBXLoggerCallback._try_log_hparams(trial, result)", _tensorboard),
         ("MLflowLoggerCallback._trial_runs and mlflow_util._get_client", _mlflow),
         ("SearchGenerator.get_state keys counter/total_samples/finished/experiment", _generator),
@@ -121,7 +123,8 @@ def _optuna_search() -> bool:
         search = OptunaSearch(space=lambda trial: None, metric="m", mode="max")
     finally:
         optuna.logging.set_verbosity(level)
-    names = ("_ot_study", "_ot_trials", "_completed_trials", "_sampler", "_storage", "_mode")
+    names = ("_ot_study", "_ot_trials", "_completed_trials", "_sampler", "_storage", "_mode",
+             "_points_to_evaluate")  # fmt: skip
     return (
         all(hasattr(search, n) for n in names)
         and list(inspect.signature(OptunaSearch._setup_study).parameters) == ["self", "mode"]
@@ -129,17 +132,35 @@ def _optuna_search() -> bool:
     )
 
 
-def _enqueued() -> bool:
+def _quiet_study() -> Any:
+    """An in-memory study, without Optuna's "A new study created in memory" line."""
     import optuna
 
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study()
+        return optuna.create_study()
     finally:
         optuna.logging.set_verbosity(level)
+
+
+def _enqueued() -> bool:
+    study = _quiet_study()
     study.enqueue_trial({"x": 1})
     return study.trials[0].system_attrs.get("fixed_params") == {"x": 1}
+
+
+def _constraint() -> bool:
+    """searcher.PruningOptunaSearch writes a restored trial's constraints in the
+    system attribute that Trial.set_constraint writes, before add_trial."""
+    study = _quiet_study()
+    trial = study.ask()
+    trial.set_constraint("params", 0.5)
+    study.tell(trial, 1.0)
+    frozen = study.trials[0]
+    return frozen.system_attrs.get("constraints:params") == 0.5 and frozen.constraints == {
+        "params": 0.5
+    }
 
 
 def _tensorboard() -> bool:

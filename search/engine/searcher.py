@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass
@@ -16,7 +17,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.engine import history
 from search.space.params import Param
-from trainables.hparams import EPOCH
+from trainables.hparams import EPOCH, METRICS
+from trainables.limits import INFEASIBLE, MEASURED, Limit
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ def build_sampler(name: str, seed: int, num_samples: int) -> optuna.samplers.Bas
 
 
 STUDY = "ftsweep"  # the study's name in its in-memory storage
+# How Optuna stores trial.set_constraint(KEY, v): system attribute "constraints:KEY"
+# (written so for trials added frozen; checked at start-up, engine/probe.py).
+CONSTRAINTS = "constraints"
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,16 @@ class PruningOptunaSearch(OptunaSearch):
     CKPT_FILE_TMPL = "searcher-state-{}.json"
     LEGACY_FILE_TMPL = "searcher-state-{}.pkl"  # sweeps from before: Ray's pickle
 
-    def __init__(self, *args: Any, sampler: SamplerRecipe, max_epochs: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        sampler: SamplerRecipe,
+        max_epochs: int,
+        limits: tuple[Limit, ...] = (),
+        warm: tuple[dict[str, Any], ...] = (),
+        **kwargs: Any,
+    ) -> None:
+        self._limits, self._warm = limits, warm  # read by _setup_study, called in __init__
         super().__init__(  # type: ignore[misc]
             *args, sampler=sampler.build(), storage=InMemoryStorage(), study_name=STUDY, **kwargs
         )
@@ -124,10 +138,28 @@ class PruningOptunaSearch(OptunaSearch):
         self._max_epochs = max_epochs
         self._pending: dict[str, dict[str, Any]] = {}  # Ray trial id -> its saved form
         self._ray_ids: dict[int, str] = {}  # Optuna trial number -> Ray trial id, restored
+        self._seen: dict[str, dict[str, float]] = {}  # Ray trial id -> best of each metric
+
+    def _setup_study(self, mode: str | list) -> None:
+        """A new study: the warm start's earlier trials first (search.warm_start,
+        engine/warm_start.py), then the start_from points, queued."""
+        points, self._points_to_evaluate = self._points_to_evaluate, []
+        try:
+            super()._setup_study(mode)
+        finally:
+            self._points_to_evaluate = points
+        assert self._ot_study is not None
+        if not self._ot_study.trials:
+            for saved in getattr(self, "_warm", ()):
+                self._add(saved, optuna.trial.TrialState[saved["state"]], saved["value"], None)
+        for point in points or []:
+            self._ot_study.enqueue_trial(point)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_sampler=None, _ot_study=None, _ot_trials={}, _pending={}, _ray_ids={})
+        state.update(
+            _sampler=None, _ot_study=None, _ot_trials={}, _pending={}, _ray_ids={}, _seen={}
+        )
         state["_storage"] = None
         state["_completed_trials"] = set()
         return state
@@ -205,6 +237,9 @@ class PruningOptunaSearch(OptunaSearch):
             self._ray_ids[self._ot_study.trials[-1].number] = rid
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if INFEASIBLE in result:  # no epoch: nothing to report (told at its end)
+            return
+        self._remember(trial_id, result)
         if trial_id in self._completed_trials and trial_id in self._ray_ids.values():
             self._reopen(trial_id)  # an errored trial run again (resume --retry-errored)
         if trial_id in self._pending:
@@ -241,6 +276,10 @@ class PruningOptunaSearch(OptunaSearch):
         stopped_early = (
             result is not None and result.get(EPOCH, self._max_epochs) < self._max_epochs
         )
+        self._constrain(trial_id, result, error)
+        if result is not None and INFEASIBLE in result and not error:
+            self._infeasible(trial_id)
+            return
         if trial_id in self._pending:
             value = None if error or not result else result.get(self._metric)
             state = optuna.trial.TrialState
@@ -253,4 +292,43 @@ class PruningOptunaSearch(OptunaSearch):
             return
         assert self._ot_study is not None
         self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+    def _remember(self, trial_id: str, result: dict) -> None:
+        """The best value of each limited metric so far (its limit is judged on it)."""
+        seen = self._seen.setdefault(trial_id, {})
+        for limit in getattr(self, "_limits", ()):
+            value = result.get(limit.key)
+            if limit.key in METRICS and isinstance(value, int | float) and not math.isnan(value):
+                better = max if METRICS[limit.key] == "max" else min
+                seen[limit.key] = better(seen.get(limit.key, value), value)
+
+    def _constrain(self, trial_id: str, result: dict | None, error: bool) -> None:
+        """Tells Optuna how far the trial is from each limit (<= 0: within), where
+        known: its sampler then proposes fewer models that break one."""
+        limits = getattr(self, "_limits", ())
+        if not limits or error or result is None:
+            return
+        figures = {k: result[k] for k in MEASURED if isinstance(result.get(k), int | float)}
+        figures |= self._seen.pop(trial_id, {})
+        values = {
+            limit.key: limit.violation(float(figures[limit.key]))
+            for limit in limits
+            if limit.key in figures and not math.isnan(figures[limit.key])
+        }
+        if trial_id in self._pending:  # a restored trial, added frozen: its saved form
+            saved = self._pending[trial_id]["system_attrs"]
+            saved.update({f"{CONSTRAINTS}:{key}": value for key, value in values.items()})
+        elif trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            for key, value in values.items():
+                self._ot_trials[trial_id].set_constraint(key, value)
+
+    def _infeasible(self, trial_id: str) -> None:
+        """A trial a limit stopped before its first epoch: PRUNED with no value,
+        its constraints (set by _constrain) marking it infeasible."""
+        assert self._ot_study is not None
+        if trial_id in self._pending:
+            self._add(self._pending.pop(trial_id), optuna.trial.TrialState.PRUNED, None, trial_id)
+        elif trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
         self._completed_trials.add(trial_id)

@@ -67,6 +67,7 @@ def trial_setup(
         compile=space.trial.compile,
         verbose=verbose,
         sampler=space.data.sampler,
+        limits=space.search.constraints,
     )
 
 
@@ -99,8 +100,11 @@ def build_trainable(space: Space, setup: TrialSetup) -> Any:
     )
 
 
-def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
-    """Wires the searcher, scheduler, resources and storage of a sweep."""
+def build_tuner(
+    space: Space, sweep_dir: Path, setup: TrialSetup, warm: tuple[dict[str, Any], ...] = ()
+) -> tune.Tuner:
+    """Wires the searcher, scheduler, resources and storage of a sweep; ``warm``:
+    an earlier sweep's trials (engine/warm_start.py) the study starts with."""
     metric, mode = space.trial.metric, space.trial.mode
     searcher = PruningOptunaSearch(
         space=DefineByRun(space.params),
@@ -109,6 +113,8 @@ def build_tuner(space: Space, sweep_dir: Path, setup: TrialSetup) -> tune.Tuner:
         sampler=SamplerRecipe(space.search.sampler, space.search.seed, space.search.num_samples),
         points_to_evaluate=[dict(p) for p in space.search.start_from] or None,
         max_epochs=space.trial.max_epochs,
+        limits=space.search.constraints,
+        warm=warm,
     )
     return tune.Tuner(
         build_trainable(space, setup),

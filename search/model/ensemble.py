@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import safetensors.torch
 import torch
 
@@ -43,7 +43,7 @@ from search.outputs.layout import (
     SPLIT_FILE,
     WEIGHTS_FILE,
 )
-from search.outputs.leaderboard import build_leaderboard, open_sweep
+from search.outputs.leaderboard import build_leaderboard, open_sweep, usable
 from search.outputs.ray_files import trial_config
 from trainables.data import classes_of, read_split
 from trainables.errors import UserError
@@ -53,34 +53,8 @@ log = logging.getLogger(__name__)
 
 def export_ensemble(sweep_dir: Path, out_dir: Path, size: int) -> Path:
     """Writes a model folder averaging the top ``size`` trials' calibrated logits."""
-    space = open_sweep(sweep_dir)
-    frame = build_leaderboard(sweep_dir, finished=True)
-    key = f"best_{space.trial.metric}"
-    ranked = frame[frame[key].notna() & frame["checkpoint"].notna()] if key in frame else frame[:0]
-    if size < 2 or len(ranked) < size:
-        raise UserError(
-            f"--ensemble takes 2 or more trials and at most the {len(ranked)} with a "
-            f"checkpoint in this sweep, not {size} (see `ftsweep leaderboard`)",
-            str(sweep_dir),
-        )
-    split = read_split(sweep_dir / SPLIT_FILE)
-    classes = classes_of(split)
-    sets = evaluation_sets(split, space.data.root, space.data.image_size)
-    networks, members, scaled = [], [], []
-    for _, candidate in ranked.head(size).iterrows():
-        row, checkpoint, (network, hparams, meta) = _readable(sweep_dir, space, [candidate], split)
-        logits = split_logits(network, sets)
-        temperature = model_figures(logits, sets, classes)["temperature"]
-        scaled.append({name: values / temperature for name, values in logits.items()})
-        networks.append(network)
-        members.append(
-            member_description(hparams, row, meta)
-            | {"temperature": temperature, "config": space.resolve(trial_config(checkpoint.parent))}
-        )
+    space, split, members, networks, figures = _ensemble(sweep_dir, size)
     ensemble = Ensemble(networks, [m["temperature"] for m in members]).eval()
-    # The ensemble's logits, as its forward computes them, from the members' already at hand.
-    logits = {name: torch.stack([m[name] for m in scaled]).mean(dim=0) for name in sets}
-    figures = model_figures(logits, sets, classes, temperature=1.0)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in ensemble.state_dict().items()}
     safetensors.torch.save_file(weights, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -102,6 +76,38 @@ def export_ensemble(sweep_dir: Path, out_dir: Path, size: int) -> Path:
     return out_dir
 
 
+def _ensemble(sweep_dir: Path, size: int) -> tuple[Any, pd.DataFrame, list, list, dict]:
+    """The top ``size`` trials: the space, split, members' descriptions and
+    networks, and the ensemble's figures (computed from the members' logits,
+    as Ensemble.forward combines them)."""
+    space = open_sweep(sweep_dir)
+    frame = build_leaderboard(sweep_dir, finished=True)
+    key = f"best_{space.trial.metric}"
+    ranked = usable(frame, space.trial.metric) if key in frame else frame[:0]
+    if size < 2 or len(ranked) < size:
+        raise UserError(
+            f"--ensemble takes 2 or more trials and at most the {len(ranked)} with a "
+            f"checkpoint in this sweep, not {size} (see `ftsweep leaderboard`)",
+            str(sweep_dir),
+        )
+    split = read_split(sweep_dir / SPLIT_FILE)
+    classes = classes_of(split)
+    sets = evaluation_sets(split, space.data.root, space.data.image_size)
+    networks, members, scaled = [], [], []
+    for _, candidate in ranked.head(size).iterrows():
+        row, checkpoint, (network, hparams, meta) = _readable(sweep_dir, space, [candidate], split)
+        logits = split_logits(network, sets)
+        temperature = model_figures(logits, sets, classes)["temperature"]
+        scaled.append({name: values / temperature for name, values in logits.items()})
+        networks.append(network)
+        members.append(
+            member_description(hparams, row, meta)
+            | {"temperature": temperature, "config": space.resolve(trial_config(checkpoint.parent))}
+        )
+    logits = {name: torch.stack([m[name] for m in scaled]).mean(dim=0) for name in sets}
+    return space, split, members, networks, model_figures(logits, sets, classes, temperature=1.0)
+
+
 def score_finalists_ensemble(
     sweep_dir: Path, finalists: list[dict[str, Any]]
 ) -> dict[str, Any] | None:
@@ -110,15 +116,14 @@ def score_finalists_ensemble(
     (sweep_dir / ENSEMBLE_FILE).unlink(missing_ok=True)  # an earlier end's, of other finalists
     if len(finalists) < 2:
         return None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = export_ensemble(sweep_dir, Path(tmp) / "ensemble", len(finalists))
-            metrics = json.loads((folder / METRICS_FILE).read_text())
+    try:  # the figures only: no weights, speed or card (export --ensemble writes those)
+        _, _, members, _, figures = _ensemble(sweep_dir, len(finalists))
     except UserError as error:  # a finalist's checkpoint gone since it was tested
         log.warning("no ensemble of the finalists: %s", error)
         return None
-    if "test" not in metrics:
+    if "test" not in figures["scores"]:
         return None
+    metrics = {"members": [m["trial_id"] for m in members], "test": figures["scores"]["test"]}
     summary = {
         "members": metrics["members"],
         "test": metrics["test"],

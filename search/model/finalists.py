@@ -17,7 +17,7 @@ import torch
 
 from search.model.export import checkpoint_network, default_device, readable_test_set
 from search.outputs.layout import FINALISTS_FILE, SPLIT_FILE
-from search.outputs.leaderboard import read_finalists
+from search.outputs.leaderboard import read_finalists, usable
 from search.outputs.storage import local_checkpoint
 from search.space.loader import Space
 from trainables.data import classes_of, read_split
@@ -41,7 +41,7 @@ def test_finalists(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[d
     key = f"best_{space.trial.metric}"
     if not space.search.finalists or not (split["split"] == "test").any() or key not in frame:
         return []
-    top = frame[frame[key].notna() & frame["checkpoint"].notna()].head(space.search.finalists)
+    top = usable(frame, space.trial.metric).head(space.search.finalists)
     if top.empty:
         return []
     known = read_finalists(sweep_dir)

@@ -42,6 +42,7 @@ ERRORED = "errored"
 RUNNING = "running"
 PENDING = "pending"
 OUT_OF_TIME = "out_of_time"  # ended short of max_epochs by search.time_budget (or never started)
-STATUSES = (COMPLETED, STOPPED_EARLY, OUT_OF_TIME, ERRORED, RUNNING, PENDING)
+INFEASIBLE_STATUS = "infeasible"  # stopped before its first epoch by search.constraints
+STATUSES = (COMPLETED, STOPPED_EARLY, OUT_OF_TIME, INFEASIBLE_STATUS, ERRORED, RUNNING, PENDING)
 
 __all__ = [n for n in dir() if n.isupper()]

@@ -12,6 +12,7 @@ from search.outputs.layout import (
     COMPLETED,
     ERRORED,
     FINALISTS_FILE,
+    INFEASIBLE_STATUS,
     OUT_OF_TIME,
     PENDING,
     RUNNING,
@@ -32,6 +33,7 @@ from search.space.loader import Space, load_space
 from search.space.params import walk
 from trainables import hparams as hp
 from trainables.errors import UserError
+from trainables.limits import INFEASIBLE, Limit, broken_limit
 
 # Columns where lower is better (the rest rank high-first).
 LOWER_IS_BETTER = (
@@ -85,9 +87,17 @@ def build_leaderboard(sweep_dir: Path, *, finished: bool = False) -> pd.DataFram
     key = f"best_{metric}"
     if key not in frame:
         frame[key] = float("nan")
+    if space.search.constraints:
+        _judge(frame, space.search.constraints)
+        frame["_rank"] = ~frame["feasible"]  # the feasible trials first, each group by the metric
+    else:
+        frame["_rank"] = False
     frame = frame.sort_values(
-        [key, "trial_id"], ascending=[mode == "min", True], na_position="last", kind="stable"
-    )
+        ["_rank", key, "trial_id"],
+        ascending=[True, mode == "min", True],
+        na_position="last",
+        kind="stable",
+    ).drop(columns="_rank")
     frame.insert(0, "rank", range(1, len(frame) + 1))
     for column in ("best_epoch", "epochs", "params", "failures"):
         if column in frame:  # whole numbers, blank where a trial has none yet
@@ -100,7 +110,7 @@ def _column_order(space: Space, frame: pd.DataFrame) -> list[str]:
     params = list(dict.fromkeys(p.column for p in walk(space.params)))
     metrics = [f"{w}_{m}" for m in hp.METRICS for w in ("best", "last")]
     tests = ["test_accuracy", "test_loss", "test_f1_macro"]
-    fixed = ["rank", "trial_id", "status", *params, *metrics, *tests]
+    fixed = ["rank", "trial_id", "status", "feasible", *params, *metrics, *tests]
     tail = [
         "best_epoch",
         "epochs",
@@ -113,6 +123,7 @@ def _column_order(space: Space, frame: pd.DataFrame) -> list[str]:
         NODE_IP,
         hp.NODE_ID,
         "failures",
+        "infeasible",
         "error",
         "checkpoint",
     ]
@@ -120,13 +131,40 @@ def _column_order(space: Space, frame: pd.DataFrame) -> list[str]:
     return known + [c for c in frame.columns if c not in known]
 
 
+def _judge(frame: pd.DataFrame, limits: tuple[Limit, ...]) -> None:
+    """The ``feasible`` column, and ``infeasible`` (what broke) of every trial:
+    limits on a metric are judged on the trial's best value of it."""
+    if "infeasible" not in frame:
+        frame["infeasible"] = None
+    for index, row in frame.iterrows():
+        if row["infeasible"] is None or pd.isna(row["infeasible"]):
+            figures = {k.key: row.get(f"best_{k.key}", row.get(k.key)) for k in limits}
+            known = {k: float(v) for k, v in figures.items() if v is not None and pd.notna(v)}
+            frame.at[index, "infeasible"] = broken_limit(limits, known)
+    frame["feasible"] = frame["infeasible"].isna()
+
+
+def usable(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The trials that can be picked (best, finalists, ensemble): a value of the
+    metric, a checkpoint, and within search.constraints where there are any."""
+    keep = frame[f"best_{metric}"].notna() & frame["checkpoint"].notna()
+    if "feasible" in frame:
+        keep &= frame["feasible"].astype(bool)
+    return frame[keep]
+
+
 def best_trial(frame: pd.DataFrame, metric: str) -> pd.Series:
-    usable = frame[frame[f"best_{metric}"].notna() & frame["checkpoint"].notna()]
-    if usable.empty:
+    found = usable(frame, metric)
+    if found.empty:
+        if "feasible" in frame and not frame["feasible"].any():
+            raise UserError(
+                "no trial of this sweep is within search.constraints (see the leaderboard's "
+                "infeasible column); nothing to export. Loosen a limit or widen the space"
+            )
         raise UserError(
             "no trial of this sweep finished an epoch with a checkpoint; nothing to export"
         )
-    return usable.iloc[0]
+    return found.iloc[0]
 
 
 def read_finalists(sweep_dir: Path) -> dict[str, dict[str, Any]]:
@@ -147,6 +185,8 @@ def pareto_mask(frame: pd.DataFrame, metric: str, mode: str, cost: str = "latenc
     if key not in frame or cost not in frame:
         return mask
     usable = frame[frame[key].notna() & frame[cost].notna()]
+    if "feasible" in usable:  # search.constraints: the front of the models that may ship
+        usable = usable[usable["feasible"].astype(bool)]
     sign = 1.0 if mode == "max" else -1.0
     # Cheapest first; among equal cost the best first. Walk and keep each
     # trial that beats every cheaper one.
@@ -192,8 +232,17 @@ def _row(
 ) -> dict[str, Any]:
     metric, mode = space.trial.metric, space.trial.mode
     row: dict[str, Any] = {"trial_id": record.trial_id}
-    results = [r for r in record.results if metric in r]
+    stopped = [r for r in record.results if INFEASIBLE in r]
+    results = [r for r in record.results if metric in r and INFEASIBLE not in r]
     row["status"] = _status(space, record, results, ray_status, finished, stops)
+    if stopped and not results and row["status"] != ERRORED:  # search.constraints
+        row["status"], row["infeasible"], row["epochs"] = (
+            INFEASIBLE_STATUS,
+            stopped[-1][INFEASIBLE],
+            0,
+        )
+        for name in (hp.PARAMS, hp.LATENCY_MS, hp.THROUGHPUT, hp.DEVICE, hp.STARTED_AT):
+            row[name] = stopped[-1].get(name)
     with contextlib.suppress(KeyError, ValueError):  # a trial whose config is not on disk yet
         row |= space.resolve(record.config)
     if results:

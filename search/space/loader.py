@@ -29,6 +29,7 @@ from search.space.yamlfile import LocatedDict, as_number, load_yaml, plain
 from trainables.cache import parse_budget
 from trainables.errors import UserError
 from trainables.hparams import METRICS
+from trainables.limits import Limit
 
 
 # section -> {key: (type, default)}; type "duration" is seconds or "8h", "30m", ...
@@ -75,6 +76,9 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
         "start_from": (list, []),
         "scheduler": (dict, {}),
         "finalists": (int, 3),
+        "constraints": (dict, {}),
+        "warm_start": (str, None),
+        "warm_start_split": (str, "same"),
     },
     "resources": _fields(ResourcesSpec, {"cpus": float, "gpus": float, "reuse_actors": bool}),
     "scheduler": _fields(
@@ -275,6 +279,13 @@ def _search(
         )
     starts = section.get("start_from") or []
     points = tuple(start_point(p, params, loc, starts, i) for i, p in enumerate(starts))
+    if values["warm_start_split"] not in ("same", "any"):
+        raise loc.error(
+            section,
+            "warm_start_split",
+            "search.warm_start_split",
+            "warm_start_split is same (refuse an earlier sweep with another split) or any",
+        )
     return SearchSpec(
         num_samples=values["num_samples"],
         max_concurrent=values["max_concurrent"],
@@ -284,4 +295,19 @@ def _search(
         start_from=points,
         scheduler=scheduler,
         finalists=values["finalists"],
+        constraints=_limits(section, loc),
+        warm_start=values["warm_start"],
+        warm_start_split=values["warm_start_split"],
     )
+
+
+def _limits(section: LocatedDict, loc: Located) -> tuple[Limit, ...]:
+    """search.constraints: {figure: "<= NUMBER" or ">= NUMBER"}."""
+    found = section.get("constraints") or LocatedDict()
+    limits = []
+    for key, text in found.items():
+        try:
+            limits.append(Limit.parse(str(key), text))
+        except ValueError as exc:
+            raise loc.error(found, key, f"search.constraints.{key}", str(exc)) from None
+    return tuple(limits)

@@ -11,6 +11,7 @@ import yaml
 
 from search.space.params import Param, resolve
 from trainables.data import Split, build_split
+from trainables.limits import Limit
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -90,6 +91,9 @@ class SearchSpec:
     start_from: tuple[dict[str, Any], ...] = ()  # keyed by Param.key
     scheduler: SchedulerSpec = SchedulerSpec()
     finalists: int = 3  # top trials (by the metric) evaluated on the test split at the end
+    constraints: tuple[Limit, ...] = ()  # hard limits (trainables/limits.py)
+    warm_start: str | None = None  # an earlier sweep's folder whose trials seed the study
+    warm_start_split: str = "same"  # "any": take the earlier trials though the split differs
 
 
 @dataclass(frozen=True)

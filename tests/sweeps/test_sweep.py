@@ -56,15 +56,6 @@ space:
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def sweep(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     space = root / "e2e.yaml"
