@@ -47,6 +47,41 @@ def ray_session():
 
 
 @pytest.fixture
+def notified():
+    """A local HTTP server that keeps every JSON document POSTed to it: (url, documents)."""
+    import http.server
+    import threading
+
+    documents: list[dict] = []
+
+    class Keep(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            documents.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keep)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", documents
+    server.shutdown()
+    server.server_close()
+
+
+def dead_url() -> str:
+    """A URL nothing answers: a port that was free a moment ago."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/hook"
+
+
+@pytest.fixture
 def ray_stops():
     """For a test whose sweeps run in this process and start Ray there (as
     `ftsweep run` does): that Ray is stopped after the test."""

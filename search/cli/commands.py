@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         mlflow=args.mlflow,
     )
-    return _report(result)
+    return _ended(result, args)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -51,7 +51,21 @@ def resume(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         mlflow=args.mlflow,
     )
-    return _report(result)
+    return _ended(result, args)
+
+
+def _ended(result: SweepResult, args: argparse.Namespace) -> int:
+    """The sweep's last lines and exit code, then word of it (--notify, --on-end)."""
+    code = _report(result)
+    if args.notify or args.on_end:
+        from search.outputs.notify import outcome, payload, send
+        from search.space.loader import load_space
+
+        space = load_space(result.sweep_dir / "space.yaml")
+        ended = outcome(code, result.leaderboard)
+        send(payload(result.sweep_dir, result.leaderboard, space, result.best_dir, ended),
+             args.notify, args.on_end)  # fmt: skip
+    return code
 
 
 def _ensemble_line(sweep_dir: Path) -> None:

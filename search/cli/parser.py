@@ -44,6 +44,18 @@ def _output_flags(parser: argparse.ArgumentParser, *, resume: bool = False) -> N
         "databricks; needs pip install 'ftsweep[mlflow]'"
         + (" (default: the URI the sweep ran with)" if resume else ""),
     )
+    parser.add_argument(
+        "--notify",
+        metavar="URL",
+        help="when the sweep ends (or errors, or is interrupted) POST a JSON summary to URL "
+        "(a Slack webhook, an ntfy topic, ...)",
+    )
+    parser.add_argument(
+        "--on-end",
+        metavar="CMD",
+        help="when the sweep ends run CMD in a shell, with the summary in FTSWEEP_* "
+        "environment variables",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

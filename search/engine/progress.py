@@ -16,15 +16,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from search.outputs.ray_files import error_line
-from search.outputs.text import clock_time, duration, short_value
+from search.outputs.ray_files import trial_error
+from search.outputs.text import clock_time, duration, finite_number, short_value
 from search.space.expect import asha_epochs
 from trainables.hparams import EPOCH
+from trainables.limits import INFEASIBLE
 
 CLEAR_LINE = "\r\x1b[K"
 REDRAW_S = 1.0  # on a terminal
@@ -40,13 +40,16 @@ class Counts:
     completed: int = 0
     stopped_early: int = 0
     out_of_time: int = 0  # cut short by the time budget
+    infeasible: int = 0  # stopped before their first epoch by search.constraints
     errored: int = 0
     running: int = 0
     pending: int = 0
 
     @property
     def done(self) -> int:
-        return self.completed + self.stopped_early + self.out_of_time + self.errored
+        return (
+            self.completed + self.stopped_early + self.out_of_time + self.infeasible + self.errored
+        )
 
     @property
     def not_started(self) -> int:
@@ -126,7 +129,7 @@ class SweepProgress(Callback):
                 epochs = (trial.last_result or {}).get(EPOCH)
                 if epochs:  # restored: its mean epoch
                     self._epoch_s.append(_trained(trial) / epochs)
-                best = _number(trial.metric_analysis.get(self.metric, {}).get(self.mode))
+                best = finite_number(trial.metric_analysis.get(self.metric, {}).get(self.mode))
                 if best is not None and self._better(best, self._best):
                     self._best = Best(trial.trial_id, best, None, self._config(trial))
             self._announced = self._best
@@ -138,10 +141,10 @@ class SweepProgress(Callback):
                 )
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
-        seconds = _number(result.get("time_this_iter_s"))
+        seconds = finite_number(result.get("time_this_iter_s"))
         if seconds is not None:
             self._epoch_s.append(seconds)
-        value = _number(result.get(self.metric))
+        value = finite_number(result.get(self.metric))
         if value is not None and self._better(value, self._best):
             self._best = Best(trial.trial_id, value, result.get(EPOCH), self._config(trial))
 
@@ -156,8 +159,12 @@ class SweepProgress(Callback):
         """The lines of a trial that ended without an error."""
         self._live.discard(trial.trial_id)
         epoch = (trial.last_result or {}).get(EPOCH)
-        best = _number(trial.metric_analysis.get(self.metric, {}).get(self.mode))
+        best = finite_number(trial.metric_analysis.get(self.metric, {}).get(self.mode))
         score = f"best {self.metric} {best:.4f}" if best is not None else "no result"
+        broken = (trial.last_result or {}).get(INFEASIBLE)
+        if broken:
+            self._event(f"infeasible {trial.trial_id}  {broken}: stopped before its first epoch")
+            return
         if self._completed(trial):
             self._event(f"finished   {trial.trial_id}  {score}, {epoch} epochs")
         elif self._out_of_time(trial):
@@ -173,11 +180,12 @@ class SweepProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
         self._live.discard(trial.trial_id)
-        self._event(f"errored    {trial.trial_id}  {_error(trial)}")
+        self._event(f"errored    {trial.trial_id}  {trial_error(trial.error_file)}")
         self._summary(trials, ended=(trial, "ERROR"))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any):
-        self._event(f"retrying   {trial.trial_id}  from its last checkpoint after: {_error(trial)}")
+        error = trial_error(trial.error_file)
+        self._event(f"retrying   {trial.trial_id}  from its last checkpoint after: {error}")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any):
         now = self.clock()
@@ -208,6 +216,7 @@ class SweepProgress(Callback):
             f"{c.done}/{c.total} trials done ({c.completed} completed, "
             f"{c.stopped_early} stopped early, "
             + (f"{c.out_of_time} cut by the time budget, " if c.out_of_time else "")
+            + (f"{c.infeasible} infeasible, " if c.infeasible else "")
             + f"{c.errored} errored)",
             f"{c.running} running",
         ]
@@ -290,7 +299,9 @@ class SweepProgress(Callback):
         for trial in trials:
             status = ended[1] if ended is not None and trial is ended[0] else trial.status
             if status == "TERMINATED":
-                if self._completed(trial):
+                if (trial.last_result or {}).get(INFEASIBLE):
+                    counts.infeasible += 1
+                elif self._completed(trial):
                     counts.completed += 1
                 elif self._out_of_time(trial):
                     counts.out_of_time += 1
@@ -342,18 +353,5 @@ class SweepProgress(Callback):
         self._last_draw = self.clock()
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
-        return float(value)
-    return None
-
-
 def _trained(trial: Any) -> float:
     return float((trial.last_result or {}).get("time_total_s") or 0.0)
-
-
-def _error(trial: Any) -> str:
-    path = trial.error_file
-    if path and Path(path).is_file():
-        return error_line(Path(path).read_text(errors="replace"))
-    return "an error (see the trial's error.txt)"

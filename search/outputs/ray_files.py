@@ -464,3 +464,10 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
 def trial_config(trial_dir: Path) -> dict[str, Any]:
     """The configuration Ray gave a trial (its params.json); empty when unreadable."""
     return read_json(trial_dir / "params.json") or {}
+
+
+def trial_error(error_file: str | None) -> str:
+    """The one-line error of a trial Ray errored, from its error file."""
+    if error_file and Path(error_file).is_file():
+        return error_line(Path(error_file).read_text(errors="replace"))
+    return "an error (see the trial's error.txt)"

@@ -6,6 +6,7 @@ these, so a duration reads the same wherever the user meets it.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -68,3 +69,10 @@ def spreadsheet_safe(frame: Any) -> Any:
     safe.columns = safe.columns.map(cell)
     safe.index = safe.index.map(cell)  # keeps the index's name
     return safe
+
+
+def finite_number(value: Any) -> float | None:
+    """A number that is one (not a bool, not NaN) as a float; else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
+        return float(value)
+    return None

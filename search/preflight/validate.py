@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from search.preflight.costs import TIMING_BUDGET_S, duration, time_trials
+from search.preflight.limits import limit_warnings
 from search.preflight.packing import suggest
 from search.preflight.weights import pretrained
 from search.space.checks import unmet_resources
@@ -91,6 +92,7 @@ def describe(
     )
     lines += packing(space, backbones)
     found = warnings(space, backbones) + _unmet(space, nodes)
+    found += limit_warnings(space, backbones, split["label"].nunique())
     if timing:
         cost_lines, cost_warnings = _costs(space, backbones, split, at_once)
         lines += cost_lines

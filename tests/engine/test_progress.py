@@ -359,3 +359,32 @@ def test_a_sweep_whose_every_trial_errored_exits_1(tmp_path, capsys):
     assert f"ftsweep resume {tmp_path} --retry-errored" in err
     board.loc[1, "status"] = "completed"  # one trial trained: a sweep, with an error
     assert _report(SweepResult(tmp_path, board, None, "val_accuracy")) == 0
+
+
+def test_an_all_errored_sweep_sends_word_and_a_dead_url_changes_nothing(
+    tmp_path, capsys, notified, write_space
+):
+    import argparse
+
+    import pandas as pd
+
+    from search.cli.commands import _ended
+    from search.sweep import SweepResult
+    from tests.conftest import MINIMAL, dead_url
+
+    write_space(MINIMAL, "space.yaml")
+    board = pd.DataFrame({"rank": [1, 2], "trial_id": ["aaaa", "bbbb"],
+                          "status": ["errored", "errored"], "gpu_seconds": [0.0, 0.0],
+                          "best_val_accuracy": [float("nan")] * 2,
+                          "error": ["out of memory (resnet50)", None]})  # fmt: skip
+    url, documents = notified
+    result = SweepResult(tmp_path, board, None, "val_accuracy")
+    assert _ended(result, argparse.Namespace(notify=url, on_end=None)) == 1
+    (document,) = documents
+    assert document["outcome"] == "all_errored" and document["trials"] == {"errored": 2}
+    assert document["best"] is None and document["resume"] == f"ftsweep resume {tmp_path}"
+    capsys.readouterr()
+    dead = argparse.Namespace(notify=dead_url(), on_end="exit 3")
+    assert _ended(result, dead) == 1  # the sweep's code, whatever the notification did
+    err = capsys.readouterr().err
+    assert "could not notify http://127.0.0.1:" in err and "exited with code 3" in err

@@ -17,6 +17,7 @@ from search.cli import main
 from search.engine.searcher import DefineByRun, PruningOptunaSearch, SamplerRecipe
 from search.space.loader import load_space
 from search.sweep import run_sweep
+from tests.conftest import dead_url
 from trainables.errors import UserError
 from trainables.limits import INFEASIBLE, Limit
 
@@ -78,7 +79,9 @@ def test_an_oversized_backbone_stops_before_its_first_epoch(limited):
     assert {t["state"] for t in trials if t["params"]["backbone"] == "resnet18"} == {"PRUNED"}
 
 
-def test_a_narrowed_space_warm_started_from_it_holds_its_trials_first(limited, tmp_path, capsys):
+def test_a_narrowed_space_warm_started_from_it_holds_its_trials_first(
+    limited, tmp_path, capsys, notified
+):
     """The next night: only the small backbone, warm-started from the first sweep."""
     narrowed = (
         SPACE.replace("PARAMS", "3e6")
@@ -87,7 +90,8 @@ def test_a_narrowed_space_warm_started_from_it_holds_its_trials_first(limited, t
     )
     space = tmp_path / "next.yaml"
     space.write_text(narrowed.replace("name: limited", "name: next"))
-    flags = ["--results", str(tmp_path / "results"), "--num-samples", "2"]
+    url, documents = notified
+    flags = ["--results", str(tmp_path / "results"), "--num-samples", "2", "--notify", url]
     assert main(["run", str(space), "--warm-start", str(limited.sweep_dir), *flags]) == 0
     first = capsys.readouterr().out.strip().splitlines()[0]
     board = limited.leaderboard
@@ -104,12 +108,17 @@ def test_a_narrowed_space_warm_started_from_it_holds_its_trials_first(limited, t
     for trial in earlier:
         assert trial["value"] == pytest.approx(values[trial["user_attrs"]["warm_start_trial"]])
     assert len(trials) == small + 2 and all(t["ray_trial_id"] for t in trials[small:])
+    (document,) = documents  # word at the end
+    assert document["outcome"] == "completed" and document["sweep"] == "next"
+    assert document["best"]["config"]["backbone"] == "squeezenet1_1"
+    assert "accuracy" in document["best"]["test"] and document["trials"]["completed"] == 2
 
 
 def test_a_sweep_with_nothing_feasible_exits_1_and_says_so(ray_session, tmp_path, capsys):
     space = tmp_path / "nothing.yaml"
     space.write_text(SPACE.replace("PARAMS", "1000").replace("num_samples: 3", "num_samples: 2"))
-    assert main(["run", str(space), "--results", str(tmp_path / "results")]) == 1
+    dead = ["--notify", dead_url()]  # word cannot be sent: the exit code is still the sweep's
+    assert main(["run", str(space), "--results", str(tmp_path / "results"), *dead]) == 1
     err = capsys.readouterr().err
     assert "no trial is within search.constraints" in err and "Traceback" not in err
     assert not (tmp_path / "results" / "limited" / "best").exists()
@@ -177,3 +186,17 @@ def test_tpe_proposes_fewer_models_that_break_a_limit(tmp_path):
     startup = sum(chosen[:10]) / 10  # TPE's random start-up
     learnt = sum(chosen[20:]) / 20
     assert learnt < startup and learnt <= 0.2, chosen
+
+
+def test_validate_warns_where_no_backbone_can_meet_a_limit(tmp_path, capsys):
+    space = tmp_path / "v.yaml"
+    space.write_text(SPACE.replace("PARAMS", "3e6"))
+    assert main(["validate", str(space), "--no-timing"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: resnet18 11.2 M cannot meet search.constraints params <= 3e+06" in out
+    assert "no backbone of the space" not in out
+    space.write_text(SPACE.replace("PARAMS", "1000"))
+    assert main(["validate", str(space), "--no-timing"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: no backbone of the space can meet search.constraints params <= 1000" in out
+    assert "resnet18 11.2 M, squeezenet1_1 0.7 M" in out

@@ -18,11 +18,15 @@ from tests.conftest import FAST, reported_epochs, start_ftsweep, stop_group
 pytestmark = pytest.mark.slow
 
 
-def test_ctrl_c_twice_still_leaves_the_leaderboard_and_the_resume_command(tmp_path):
+def test_ctrl_c_twice_still_leaves_the_leaderboard_and_the_resume_command(tmp_path, notified):
     space = tmp_path / "twice.yaml"
     space.write_text(FAST.replace("max_epochs: 2", "max_epochs: 30"))
     sweep = tmp_path / "results" / "t"
-    driver = start_ftsweep("run", str(space), "--results", str(tmp_path / "results"))
+    url, documents = notified
+    said = tmp_path / "on-end.txt"
+    on_end = f'echo "$FTSWEEP_OUTCOME $FTSWEEP_SWEEP $FTSWEEP_RESUME" > {said}'
+    flags = ["--notify", url, "--on-end", on_end]
+    driver = start_ftsweep("run", str(space), "--results", str(tmp_path / "results"), *flags)
     try:
         deadline = time.time() + 240
         while not any(reported_epochs(sweep).values()):
@@ -39,3 +43,10 @@ def test_ctrl_c_twice_still_leaves_the_leaderboard_and_the_resume_command(tmp_pa
     assert f"ftsweep resume {sweep}" in err, err[-3000:]
     board = pd.read_csv(sweep / "leaderboard.csv")
     assert len(board) and board["best_val_accuracy"].notna().any()
+    # Word of it: the URL got one document, and the command ran with its fields.
+    (document,) = documents
+    assert document["outcome"] == "interrupted" and document["sweep"] == "t"
+    assert document["resume"] == f"ftsweep resume {sweep}" and document["results"] == str(sweep)
+    assert document["best"]["val"]["val_accuracy"] == board["best_val_accuracy"].max()
+    assert "interrupted" in document["text"] and sum(document["trials"].values()) == len(board)
+    assert said.read_text().split() == ["interrupted", "t", "ftsweep", "resume", str(sweep)]
