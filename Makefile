@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint constraints bench bench-frozen bench-faults bench-onnx bench-shipping gpu-check clean
+.PHONY: demo test lint constraints bench bench-frozen bench-faults bench-onnx bench-shipping bench-warm gpu-check clean
 
 # --no-compile: pip would byte-compile every module of torch and ray up front
 # (about 35 s of the install); Python compiles the ones imported, once.
@@ -62,6 +62,10 @@ bench-onnx: $(STAMP)
 # Calibration, --tta and the finalists' ensemble on two sweeps' test splits (about 6 minutes).
 bench-shipping: $(STAMP)
 	$(RUN) $(BIN)/python -m benchmarks.shipping
+
+# A warm-started second night against a cold one on the quickstart (about 7 minutes).
+bench-warm: $(STAMP)
+	$(RUN) $(BIN)/python -m benchmarks.warm_start
 
 # The GPU path in one run (under 8 minutes on one GPU): pass/fail per item in
 # benchmarks/results/gpu-check-<gpu>.md. The first thing to run on a GPU machine.

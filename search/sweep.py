@@ -157,7 +157,6 @@ def run_sweep(
         warm = warm_start(space, sweep_dir)  # search.warm_start: an earlier sweep's trials
         if warm is not None:
             print(warm.line(), flush=True)  # the progress view's first line
-            log.info(warm.line())
         trials = tuple(warm.trials) if warm is not None else ()
         build = lambda setup: build_tuner(space, sweep_dir, setup, trials)  # noqa: E731
         return _fit(

@@ -12,6 +12,7 @@ import pandas as pd
 
 from search.outputs.layout import (
     BEST_DIR,
+    INFEASIBLE_STATUS,
     LEADERBOARD_FILE,
     MODEL_FILE,
     OUT_OF_TIME,
@@ -44,7 +45,8 @@ def describe_status(sweep_dir: Path) -> list[str]:
         + ", ".join(
             f"{counts.get(s, 0)} {s.replace('_', ' ')}"
             for s in STATUSES
-            if s != OUT_OF_TIME or counts.get(s)  # only where a time budget cut trials
+            # out of time and infeasible only where a time budget or a limit stopped trials
+            if s not in (OUT_OF_TIME, INFEASIBLE_STATUS) or counts.get(s)
         )
         + f", {not_started} not started",
     ]

@@ -29,6 +29,27 @@ space:
 
 
 @pytest.mark.slow
+def test_a_sweep_whose_every_trial_errored_sends_word_and_exits_1(
+    tmp_path, monkeypatch, capsys, ray_stops, notified
+):
+    """A real all-errored sweep (every trial out of memory as it starts) with --notify."""
+    space = SPACE.replace("max_failures: 1", "max_failures: 0").replace(
+        "num_samples: 3", "num_samples: 2"
+    )
+    (tmp_path / "f.yaml").write_text(space.replace("max_concurrent: 3", "max_concurrent: 2"))
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps([{"trial": n, "epoch": 0, "error": "oom"} for n in (0, 1)]))
+    monkeypatch.setenv(INJECT_ENV, str(faults))  # before Ray starts: its workers inherit it
+    url, documents = notified
+    argv = ["run", str(tmp_path / "f.yaml"), "--results", str(tmp_path / "r"), "--notify", url]
+    assert main(argv) == 1
+    assert "every trial errored (2)" in capsys.readouterr().err
+    (document,) = documents
+    assert document["outcome"] == "all_errored" and document["trials"] == {"errored": 2}
+    assert document["best"] is None and "all errored" in document["text"]
+
+
+@pytest.mark.slow
 def test_transient_failure_retries_from_checkpoint_and_oom_is_reported(
     tmp_path, monkeypatch, capsys, ray_stops
 ):
