@@ -6,7 +6,7 @@ converted with ``ftsweep export --format onnx``'s code (search/model/onnx.py):
 dynamo export, onnxruntime run on 12 drawn uint8 images beside PyTorch. The
 table gives the largest difference of probabilities (the export fails past
 1e-4), the export's seconds and model.onnx's size; a family that cannot be
-exported gets the error, which names it. The suite checks seven of these
+exported gets the error, which names it. The suite checks six of these
 (tests/outputs/test_onnx.py); this covers the rest (about 4 minutes on 2 CPU
 cores).
 
