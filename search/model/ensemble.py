@@ -34,7 +34,7 @@ from search.model.export import (
     versions,
     write_json,
 )
-from search.model.figures import evaluation_sets, model_figures, split_logits
+from search.model.figures import evaluation_sets, model_figures, split_logits, val_temperature
 from search.model.networks import ENSEMBLE, Ensemble
 from search.outputs.layout import (
     ENSEMBLE_FILE,
@@ -97,7 +97,7 @@ def _ensemble(sweep_dir: Path, size: int) -> tuple[Any, pd.DataFrame, list, list
     for _, candidate in ranked.head(size).iterrows():
         row, checkpoint, (network, hparams, meta) = _readable(sweep_dir, space, [candidate], split)
         logits = split_logits(network, sets)
-        temperature = model_figures(logits, sets, classes)["temperature"]
+        temperature = val_temperature(logits, sets)
         scaled.append({name: values / temperature for name, values in logits.items()})
         networks.append(network)
         members.append(

@@ -33,7 +33,13 @@ from search.model.figures import (
 )
 from search.model.loading import FineTunedModel, load_model  # re-exported: earlier imports
 from search.outputs.layout import METRICS_FILE, MODEL_FILE, SPLIT_FILE, WEIGHTS_FILE
-from search.outputs.leaderboard import best_trial, build_leaderboard, open_sweep, read_finalists
+from search.outputs.leaderboard import (
+    best_trial,
+    build_leaderboard,
+    open_sweep,
+    read_finalists,
+    usable,
+)
 from search.outputs.ray_files import trial_config
 from search.outputs.storage import local_checkpoint
 from search.space.loader import Space
@@ -73,9 +79,8 @@ def export_trial(
     space = open_sweep(sweep_dir)
     frame = build_leaderboard(sweep_dir, finished=True)
     if trial_id is None:
-        best_trial(frame, space.trial.metric)  # says so when no trial has a checkpoint
-        key = f"best_{space.trial.metric}"
-        rows = [r for _, r in frame[frame[key].notna() & frame["checkpoint"].notna()].iterrows()]
+        best_trial(frame, space.trial.metric)  # says so when no trial can be picked
+        rows = [r for _, r in usable(frame, space.trial.metric).iterrows()]
     else:
         match = frame[frame["trial_id"] == trial_id]
         if match.empty or pd.isna(match.iloc[0]["checkpoint"]):

@@ -82,7 +82,7 @@ def model_figures(
     """Temperature (fitted on val unless given), scores, calibration before and
     after on each split, and the per-class table of the test split (else val)."""
     if temperature is None:
-        temperature = fit_temperature(logits["val"], sets["val"][1]) if "val" in logits else 1.0
+        temperature = val_temperature(logits, sets)
     figures: dict[str, Any] = {"temperature": temperature, "scores": {}, "calibration": {}}
     for name, values in logits.items():
         labels = sets[name][1]
@@ -94,6 +94,11 @@ def model_figures(
             logits[name].argmax(dim=1), sets[name][1], classes
         )
     return figures
+
+
+def val_temperature(logits: dict[str, torch.Tensor], sets: dict[str, Labelled]) -> float:
+    """The temperature fitted on the validation split's logits (1.0 without one)."""
+    return fit_temperature(logits["val"], sets["val"][1]) if "val" in logits else 1.0
 
 
 def per_class_table(
@@ -126,8 +131,8 @@ def speed_figures(network: nn.Module, image_size: int) -> dict[str, Any]:
     """Latency at batch 1 and throughput at SPEED_BATCH, with where they were measured."""
     device = default_device()
     try:
-        latency_ms, throughput = measure_speed(
-            network.to(device), image_size, device, batch_size=SPEED_BATCH
+        latency_ms, throughput = measure_speed(  # the median of 3 or more passes each
+            network.to(device), image_size, device, batch_size=SPEED_BATCH, min_seconds=0.1
         )
     finally:
         network.cpu()

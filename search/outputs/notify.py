@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -102,9 +101,7 @@ def _text(document: dict[str, Any], metric: str) -> str:
 
 def _plain(value: Any) -> Any:
     """A leaderboard cell as JSON takes it (None for blanks)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if pd.isna(value) if not isinstance(value, list | dict) else False:
+    if value is None or pd.isna(value):
         return None
     return value.item() if hasattr(value, "item") else value
 

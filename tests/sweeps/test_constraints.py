@@ -116,7 +116,7 @@ def test_a_narrowed_space_warm_started_from_it_holds_its_trials_first(
 
 def test_a_sweep_with_nothing_feasible_exits_1_and_says_so(ray_session, tmp_path, capsys):
     space = tmp_path / "nothing.yaml"
-    space.write_text(SPACE.replace("PARAMS", "1000").replace("num_samples: 3", "num_samples: 2"))
+    space.write_text(SPACE.replace("PARAMS", "1000").replace("num_samples: 3", "num_samples: 1"))
     dead = ["--notify", dead_url()]  # word cannot be sent: the exit code is still the sweep's
     assert main(["run", str(space), "--results", str(tmp_path / "results"), *dead]) == 1
     err = capsys.readouterr().err
