@@ -55,7 +55,7 @@ from search.outputs.storage import (
 )
 from search.outputs.text import spreadsheet_safe
 from search.space.loader import Space, load_space
-from trainables.data import write_split
+from trainables.data import read_split, write_split
 from trainables.errors import UserError
 from trainables.finetune import TrialSetup
 from trainables.scan import SCAN_FILE, problems_frame
@@ -318,6 +318,7 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
     """
     from search.model.ensemble import score_finalists_ensemble
     from search.model.finalists import test_finalists
+    from search.model.readouts import Readouts
 
     space = load_space(sweep_dir / SPACE_FILE)
     frame = build_leaderboard(sweep_dir, finished=not interrupted)
@@ -325,14 +326,16 @@ def finish_sweep(sweep_dir: Path, *, interrupted: bool = False) -> SweepResult:
     best_dir = None
     finalists: list[dict[str, Any]] = []
     if not usable(frame, space.trial.metric).empty if len(frame) else False:
+        # Each finalist's checkpoint read and run on val and test once, for all three steps.
+        readouts = Readouts(space, read_split(sweep_dir / SPLIT_FILE))
         if not interrupted:  # an interrupted sweep's finalists may still improve
-            finalists = test_finalists(sweep_dir, frame, space)
+            finalists = test_finalists(sweep_dir, frame, space, readouts)
             if finalists:  # the leaderboard gains their test columns
                 frame = build_leaderboard(sweep_dir, finished=True)
                 spreadsheet_safe(frame).to_csv(sweep_dir / LEADERBOARD_FILE, index=False)
-                score_finalists_ensemble(sweep_dir, finalists)  # ensemble.json, for report.md
+                score_finalists_ensemble(sweep_dir, finalists, readouts)  # ensemble.json
         staging = sweep_dir / f".{BEST_DIR}.partial"
-        export_trial(sweep_dir, staging, finalists=finalists)
+        export_trial(sweep_dir, staging, finalists=finalists, readouts=readouts)
         best_dir = sweep_dir / BEST_DIR
         replace_folder(staging, best_dir)
     elif "feasible" in frame and len(frame) and not frame["feasible"].any():

@@ -34,8 +34,9 @@ from search.model.export import (
     versions,
     write_json,
 )
-from search.model.figures import evaluation_sets, model_figures, split_logits, val_temperature
+from search.model.figures import model_figures, val_temperature
 from search.model.networks import ENSEMBLE, Ensemble
+from search.model.readouts import Readouts
 from search.outputs.layout import (
     ENSEMBLE_FILE,
     METRICS_FILE,
@@ -76,10 +77,13 @@ def export_ensemble(sweep_dir: Path, out_dir: Path, size: int) -> Path:
     return out_dir
 
 
-def _ensemble(sweep_dir: Path, size: int) -> tuple[Any, pd.DataFrame, list, list, dict]:
+def _ensemble(
+    sweep_dir: Path, size: int, readouts: Readouts | None = None
+) -> tuple[Any, pd.DataFrame, list, list, dict]:
     """The top ``size`` trials: the space, split, members' descriptions and
     networks, and the ensemble's figures (computed from the members' logits,
-    as Ensemble.forward combines them)."""
+    as Ensemble.forward combines them; ``readouts``: those the sweep's end
+    already computed)."""
     space = open_sweep(sweep_dir)
     frame = build_leaderboard(sweep_dir, finished=True)
     key = f"best_{space.trial.metric}"
@@ -92,11 +96,12 @@ def _ensemble(sweep_dir: Path, size: int) -> tuple[Any, pd.DataFrame, list, list
         )
     split = read_split(sweep_dir / SPLIT_FILE)
     classes = classes_of(split)
-    sets = evaluation_sets(split, space.data.root, space.data.image_size)
+    readouts = readouts or Readouts(space, split)
+    sets = readouts.sets
     networks, members, scaled = [], [], []
     for _, candidate in ranked.head(size).iterrows():
-        row, checkpoint, (network, hparams, meta) = _readable(sweep_dir, space, [candidate], split)
-        logits = split_logits(network, sets)
+        row, checkpoint, (network, hparams, meta) = _readable(sweep_dir, [candidate], readouts)
+        logits = readouts.logits(checkpoint)
         temperature = val_temperature(logits, sets)
         scaled.append({name: values / temperature for name, values in logits.items()})
         networks.append(network)
@@ -109,7 +114,7 @@ def _ensemble(sweep_dir: Path, size: int) -> tuple[Any, pd.DataFrame, list, list
 
 
 def score_finalists_ensemble(
-    sweep_dir: Path, finalists: list[dict[str, Any]]
+    sweep_dir: Path, finalists: list[dict[str, Any]], readouts: Readouts | None = None
 ) -> dict[str, Any] | None:
     """At a sweep's end: the test figures of the finalists' ensemble beside the best
     single model's, in ensemble.json (None: fewer than two finalists, or no test)."""
@@ -117,7 +122,7 @@ def score_finalists_ensemble(
     if len(finalists) < 2:
         return None
     try:  # the figures only: no weights, speed or card (export --ensemble writes those)
-        _, _, members, _, figures = _ensemble(sweep_dir, len(finalists))
+        _, _, members, _, figures = _ensemble(sweep_dir, len(finalists), readouts)
     except UserError as error:  # a finalist's checkpoint gone since it was tested
         log.warning("no ensemble of the finalists: %s", error)
         return None

@@ -24,14 +24,13 @@ from search.model.description import SINGLE_FORMAT
 from search.model.figures import (
     Labelled,
     default_device,
-    evaluation_sets,
     model_figures,
     readable_split_set,
     speed_figures,
-    split_logits,
     split_sizes,
 )
 from search.model.loading import FineTunedModel, load_model  # re-exported: earlier imports
+from search.model.readouts import Read, Readouts, checkpoint_network
 from search.outputs.layout import METRICS_FILE, MODEL_FILE, SPLIT_FILE, WEIGHTS_FILE
 from search.outputs.leaderboard import (
     best_trial,
@@ -45,16 +44,12 @@ from search.outputs.storage import local_checkpoint
 from search.space.loader import Space
 from trainables import timm_backbones
 from trainables.augment import MEAN, STD
-from trainables.checkpoint_files import META_FILE
-from trainables.checkpoints import load_state
 from trainables.data import classes_of, read_split
 from trainables.errors import UserError
 from trainables.hparams import MODEL, HParams
-from trainables.models import Classifier, inference_network
 from trainables.timm_backbones import is_timm
-from trainables.weights import inference_weights, load_weights
 
-__all__ = ["FineTunedModel", "default_device", "export_trial", "load_model"]
+__all__ = ["FineTunedModel", "checkpoint_network", "default_device", "export_trial", "load_model"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +60,7 @@ def export_trial(
     trial_id: str | None = None,
     *,
     finalists: list[dict[str, Any]] | None = None,
+    readouts: Readouts | None = None,
 ) -> Path:
     """Writes a self-contained model folder for one trial (default: the best).
 
@@ -75,6 +71,8 @@ def export_trial(
     Args:
         finalists: the trials tested at the end of the sweep (rank, trial id,
             validation and test metrics), listed in metrics.json.
+        readouts: the checkpoints read and scored so far at the sweep's end
+            (search/model/readouts.py); a fresh one by default.
     """
     space = open_sweep(sweep_dir)
     frame = build_leaderboard(sweep_dir, finished=True)
@@ -92,9 +90,9 @@ def export_trial(
             )
         rows = [match.iloc[0]]
     split = read_split(sweep_dir / SPLIT_FILE)
-    row, checkpoint, (network, hparams, meta) = _readable(sweep_dir, space, rows, split)
-    sets = evaluation_sets(split, space.data.root, space.data.image_size)
-    figures = model_figures(split_logits(network, sets), sets, classes_of(split))
+    readouts = readouts or Readouts(space, split)
+    row, checkpoint, (network, hparams, meta) = _readable(sweep_dir, rows, readouts)
+    figures = model_figures(readouts.logits(checkpoint), readouts.sets, classes_of(split))
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     safetensors.torch.save_file(weights, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -171,14 +169,14 @@ def versions(*backbones: str) -> dict[str, str]:
 
 
 def _readable(
-    sweep_dir: Path, space: Space, rows: list[pd.Series], split: pd.DataFrame
-) -> tuple[pd.Series, Path, tuple[Classifier, HParams, dict]]:
+    sweep_dir: Path, rows: list[pd.Series], readouts: Readouts
+) -> tuple[pd.Series, Path, Read]:
     """The first of ``rows`` (best first) whose checkpoint can be read, with it;
     each one skipped is named. None readable: a UserError naming the last."""
     for number, row in enumerate(rows):
         checkpoint = local_checkpoint(sweep_dir, Path(row["checkpoint"]))
         try:
-            return row, checkpoint, checkpoint_network(space, checkpoint, len(classes_of(split)))
+            return row, checkpoint, readouts.network(checkpoint)
         except Exception as error:  # truncated, deleted, not a checkpoint of this sweep
             problem = f"{checkpoint} cannot be read ({type(error).__name__}: {error})"[:500]
             if number == len(rows) - 1:
@@ -194,19 +192,6 @@ def _readable(
                 rows[number + 1]["trial_id"],
             )
     raise UserError("no trial to export", str(sweep_dir))
-
-
-def checkpoint_network(
-    space: Space, checkpoint: Path, num_classes: int
-) -> tuple[Classifier, HParams, dict]:
-    """The network of a trial's checkpoint (CPU, eval mode), its hyperparameters and metrics."""
-    state = load_state(checkpoint)
-    meta = json.loads((checkpoint / META_FILE).read_text())
-    config = trial_config(checkpoint.parent)
-    hparams = HParams.from_mapping(space.hparams(config))
-    network = inference_network(hparams.group(MODEL), num_classes, space.data.image_size)
-    load_weights(network, inference_weights(state))
-    return network.eval(), hparams, meta
 
 
 def readable_test_set(split: pd.DataFrame, space: Space) -> Labelled | None:

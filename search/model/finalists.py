@@ -13,26 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
-from search.model.export import checkpoint_network, default_device, readable_test_set
+from search.model.readouts import Readouts
 from search.outputs.layout import FINALISTS_FILE, SPLIT_FILE
 from search.outputs.leaderboard import read_finalists, usable
 from search.outputs.storage import local_checkpoint
 from search.space.loader import Space
-from trainables.data import classes_of, read_split
-from trainables.loop import evaluate
+from trainables.data import read_split
+from trainables.loop import scores
 
 log = logging.getLogger(__name__)
 
 
-def test_finalists(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[dict[str, Any]]:
+def test_finalists(
+    sweep_dir: Path, frame: pd.DataFrame, space: Space, readouts: Readouts | None = None
+) -> list[dict[str, Any]]:
     """Evaluates the top ``search.finalists`` trials on the test split.
 
     The pick stays the one made on validation; the test scores say how far to
     trust it. Results go to finalists.json (read by the leaderboard); a trial
     whose best checkpoint was already tested (an earlier end of this sweep) is
-    not tested again.
+    not tested again. ``readouts`` keeps each finalist's network and logits for
+    the ensemble and the export that follow (search/model/readouts.py).
 
     Returns:
         One entry per finalist: rank, trial id, epoch, validation and test metrics.
@@ -45,32 +47,29 @@ def test_finalists(sweep_dir: Path, frame: pd.DataFrame, space: Space) -> list[d
     if top.empty:
         return []
     known = read_finalists(sweep_dir)
-    test: tuple[torch.Tensor, torch.Tensor] | None = None
+    readouts = readouts or Readouts(space, split)
     tested: dict[str, dict[str, Any]] = {}
     for row in top.to_dict("records"):
         trial_id, checkpoint = str(row["trial_id"]), str(row["checkpoint"])
         if known.get(trial_id, {}).get("checkpoint") == checkpoint:
             tested[trial_id] = known[trial_id]
             continue
-        if test is None:  # decoded once, for the first finalist not tested before
-            test = readable_test_set(split, space)
-            if test is None:  # deleted since the run: best/ is still written
-                return []
+        if "test" not in readouts.sets:  # deleted since the run: best/ is still written
+            return []
         try:
             local = local_checkpoint(sweep_dir, Path(checkpoint))
-            network, _, meta = checkpoint_network(space, local, len(classes_of(split)))
+            _, _, meta = readouts.network(local)
         except Exception as error:  # a damaged checkpoint costs its finalist, not the sweep
             log.warning(
                 "finalist %s not tested: %s cannot be read (%s)", trial_id, checkpoint, error
             )
             continue
-        device = default_device()
-        scores = evaluate(network.to(device), *test, device)
-        tested[trial_id] = {"checkpoint": checkpoint, "epoch": meta["epoch"], "test": scores}
+        test = scores(readouts.logits(local)["test"], readouts.sets["test"][1])
+        tested[trial_id] = {"checkpoint": checkpoint, "epoch": meta["epoch"], "test": test}
         log.info(
             "finalist %s: test accuracy %.4f (val %.4f)",
             trial_id,
-            scores["accuracy"],
+            test["accuracy"],
             meta.get("val_accuracy", float("nan")),
         )
     staging = sweep_dir / f".{FINALISTS_FILE}.partial"
