@@ -27,19 +27,11 @@ import torchvision
 
 from search.model.onnx import TOLERANCE
 from search.model.onnx_export import convert_to_onnx
-from tests.conftest import model_folder
-from trainables.backbones import FAMILIES, Family, family_of, supported_backbones
+from tests.conftest import model_folder, smallest_of
+from trainables.backbones import FAMILIES
 from trainables.errors import UserError
 
 TIMM = ["timm/convnext_atto.d2_in1k", "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"]
-
-
-def smallest(family: Family) -> str:
-    members = [n for n in supported_backbones() if family_of(n) is family]
-    return min(
-        members,
-        key=lambda n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"],
-    )
 
 
 def measure(title: str, backbone: str) -> dict:
@@ -66,7 +58,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated family titles (default: all)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    chosen = [(title, smallest(f)) for title, f in FAMILIES.items()]
+    chosen = [(title, smallest_of(f)) for title, f in FAMILIES.items()]
     chosen += [("timm " + name.split("/")[1].split("_")[0], name) for name in TIMM]
     if args.only:
         wanted = set(args.only.split(","))

@@ -13,6 +13,13 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# make test runs a pytest-xdist process per core: each computes with its share
+# of the cores (set before torch is imported), not all of them. Two processes
+# of two threads each on two cores, beside the trials of a sweep, kept OpenMP
+# threads spinning for a core another process held.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, share)))
 # Every Ray a test starts without an address is its own, here and in the
 # ftsweep processes it starts: never a cluster that `ray start` (or a test
 # running beside this one) left on this machine. Addresses given are kept.
@@ -30,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 # finished (on 2 cores, 9 min 50 s on a fresh clone before; see README).
 LONGEST_FIRST = (
     "tests/sweeps/test_sweep.py",
+    "tests/outputs/test_onnx_families.py",
     "tests/engine/test_cluster.py",
     "tests/sweeps/test_faults.py",
     "tests/sweeps/test_resume.py",
@@ -39,6 +47,7 @@ LONGEST_FIRST = (
     "tests/trainables/test_cache.py",
     "tests/cli/test_commands.py",
     "tests/sweeps/test_ctrl_c_twice.py",
+    "tests/outputs/test_onnx.py",
 )
 
 
@@ -94,6 +103,21 @@ def notified():
     yield f"http://127.0.0.1:{server.server_address[1]}/hook", documents
     server.shutdown()
     server.server_close()
+
+
+def smallest_of(family: Any) -> str:
+    """The torchvision backbone of ``family`` (trainables.backbones.FAMILIES) with
+    the fewest parameters, per torchvision's weights metadata: the one the
+    family tests build (test_models, test_onnx, benchmarks/onnx_families.py)."""
+    import torchvision
+
+    from trainables.backbones import family_of, supported_backbones
+
+    members = [n for n in supported_backbones() if family_of(n) is family]
+    return min(
+        members,
+        key=lambda n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"],
+    )
 
 
 def dead_url() -> str:

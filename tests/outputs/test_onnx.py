@@ -16,11 +16,9 @@ from trainables.errors import UserError
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-# A torchvision family for each kind of operator (plain convolutions, fire modules,
-# depthwise with hard-swish and squeeze-excitation, MNASNet's versioned state
-# dict) and timm's CNN and ViT: the suite's share. Every torchvision family,
-# with its difference and export time: `make bench-onnx`
-# (benchmarks/onnx_families.py, benchmarks/results/onnx-families-cpu.md).
+# Whole networks through export, load and predict: a torchvision family for each
+# kind of operator (plain convolutions, fire modules, depthwise with hard-swish
+# and squeeze-excitation, MNASNet's versioned state dict), timm's CNN and ViT.
 FAMILIES = ["squeezenet1_1", "resnet18", "mobilenet_v3_small", "mnasnet0_5",
             "timm/convnext_atto.d2_in1k", "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"]  # fmt: skip
 

@@ -86,7 +86,10 @@ def test_a_checkpoint_that_finds_no_space_stops_the_sweep_and_resume_loses_nothi
     ids = (tmp_path / "faults.json.trials").read_text().split()
     assert len(ids) < 4  # stopped: not every trial started
 
-    _resume_to_the_end(sweep, capfd)
+    # The failing trial stops the sweep; the trial running beside it is stopped
+    # wherever it is: the race _resume_to_the_end describes (seen once: a trial
+    # trained its third epoch twice).
+    _resume_to_the_end(sweep, capfd, exact=False)
     # Optuna heard of the trial as failed when the disk was full, then of its result.
     state = sorted((sweep / "tune").glob("searcher-state-*.json"))[-1]
     told = {t["ray_trial_id"]: t["state"] for t in json.loads(state.read_text())["trials"]}

@@ -11,6 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
+from tests.conftest import smallest_of
 from trainables.backbones import (
     FAMILIES,
     builder_kwargs,
@@ -23,22 +24,12 @@ from trainables.loop import classification_loss
 from trainables.models import (
     AUX_WEIGHT,
     AuxOutputs,
-    Family,
     _remove_classifier,
     build_model,
     input_size,
 )
 from trainables.optim import build_optimizer
 from trainables.weights import cached_weights_file, inference_weights
-
-
-def _smallest(family: Family) -> str:
-    """The family member with the fewest parameters (per torchvision's weights metadata)."""
-    members = [n for n in supported_backbones() if family_of(n) is family]
-    return min(
-        members,
-        key=lambda n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"],
-    )
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -93,7 +84,7 @@ def built_once(monkeypatch):
 @pytest.mark.parametrize("title", list(FAMILIES))
 def test_every_family_fine_tunes_at_every_frozen_depth(title, built_once):
     """Build, freeze each depth, one step: frozen weights and BN statistics stay, the rest moves."""
-    backbone = _smallest(FAMILIES[title])
+    backbone = smallest_of(FAMILIES[title])
     count = stage_count(backbone)
     images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
     for depth in [*range(count + 1), "all"]:
