@@ -34,20 +34,27 @@ REPO = Path(__file__).resolve().parent.parent
 # The modules with the longest runs, longest first: pytest-xdist (make test: -n 2
 # --dist loadfile) hands out modules in collection order, and one of these
 # started last kept a worker busy for a minute or two after the other had
-# finished (on 2 cores, 9 min 50 s on a fresh clone before; see README).
+# finished (on 2 cores, 9 min 50 s on a fresh clone before; see README). The
+# modules that compute without Ray (the ONNX exports, the family builds) sit
+# among the sweeps, whose waits they fill; test_models, collected last, had
+# been started last.
 LONGEST_FIRST = (
     "tests/sweeps/test_sweep.py",
     "tests/outputs/test_onnx_families.py",
     "tests/engine/test_cluster.py",
     "tests/sweeps/test_faults.py",
+    "tests/trainables/test_models.py",
     "tests/sweeps/test_resume.py",
     "tests/engine/test_ray_start.py",
     "tests/sweeps/test_disk_full.py",
+    "tests/outputs/test_onnx.py",
     "tests/sweeps/test_constraints.py",
-    "tests/trainables/test_cache.py",
     "tests/cli/test_commands.py",
     "tests/sweeps/test_ctrl_c_twice.py",
-    "tests/outputs/test_onnx.py",
+    "tests/sweeps/test_legacy_resume.py",
+    "tests/sweeps/test_manifest_sweep.py",
+    "tests/trainables/test_cache.py",
+    "tests/sweeps/test_cannot_fit.py",
 )
 
 
