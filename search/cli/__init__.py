@@ -18,6 +18,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; exit code 2 with one paragraph for bad input, 130 for Ctrl-C."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for chatty in QUIET_LIBRARIES:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     handler = getattr(commands, args.command.replace("-", "_"))
     try:
         return int(handler(args) or 0)
@@ -33,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ftsweep: error: {unwritable(exc)}", file=sys.stderr)
         return 2
 
+
+# Libraries that log each step at INFO: export --format onnx printed a dozen
+# lines of the ONNX optimizer's passes ("Removed 182 unused nodes") before its
+# own. Their warnings still show.
+QUIET_LIBRARIES = ("onnxscript", "onnx_ir")
 
 # A write the machine refused, not a fault of ftsweep's: said in one paragraph.
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -543,13 +544,16 @@ def test_test_images_deleted_before_the_end_cost_the_test_scores_not_best(sweep,
     assert "test" not in json.loads((result.best_dir / "metrics.json").read_text())
 
 
-def test_onnx_export_and_predict_give_the_pytorch_rows(sweep, tmp_path, capsys):
+def test_onnx_export_and_predict_give_the_pytorch_rows(sweep, tmp_path, capsys, caplog):
     pytest.importorskip("onnxruntime")
     from search.cli import main
 
     out = tmp_path / "onnx"
+    caplog.set_level(logging.INFO)  # as the command line logs
     assert main(["export", str(sweep.sweep_dir), "--format", "onnx", "--out", str(out)]) == 0
     assert "onnxruntime against PyTorch" in capsys.readouterr().out
+    chatter = [r.getMessage() for r in caplog.records if r.name.startswith(("onnx", "torch"))]
+    assert not chatter  # the ONNX optimizer's passes, one line each, without the fix
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",  # the model card
         "metrics.json",
