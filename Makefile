@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(RUN) $(BIN)/ftsweep run spaces/quickstart.yaml
 
 test: $(STAMP)
-	$(RUN) $(BIN)/python -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile
+	$(RUN) $(BIN)/python -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check search trainables tests benchmarks

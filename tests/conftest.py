@@ -32,12 +32,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # The modules with the longest runs, longest first: pytest-xdist (make test: -n 2
-# --dist loadfile) hands out modules in collection order, and one of these
-# started last kept a worker busy for a minute or two after the other had
-# finished (on 2 cores, 9 min 50 s on a fresh clone before; see README). The
-# modules that compute without Ray (the ONNX exports, the family builds) sit
-# among the sweeps, whose waits they fill; test_models, collected last, had
-# been started last.
+# --dist loadfile --no-loadscope-reorder) hands out modules in collection
+# order, and one of these started last kept a worker busy for a minute or two
+# after the other had finished. The modules that compute without Ray (the ONNX
+# exports, the family builds) sit among the sweeps, whose waits they fill.
+# Without --no-loadscope-reorder, xdist orders modules by their number of tests
+# and ignores this order (test_models, 21 families, went first; one process
+# ended 49 s after the other).
 LONGEST_FIRST = (
     "tests/sweeps/test_sweep.py",
     "tests/outputs/test_onnx_families.py",
