@@ -8,9 +8,12 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:  # not at run time: OMP_NUM_THREADS below must be set before torch is imported
+    from trainables.backbones import Family
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # make test runs a pytest-xdist process per core: each computes with its share
@@ -113,10 +116,10 @@ def notified():
     server.server_close()
 
 
-def smallest_of(family: Any) -> str:
+def smallest_of(family: Family) -> str:
     """The torchvision backbone of ``family`` (trainables.backbones.FAMILIES) with
     the fewest parameters, per torchvision's weights metadata: the one the
-    family tests build (test_models, test_onnx, benchmarks/onnx_families.py)."""
+    family tests build (test_models, test_onnx_families, benchmarks/onnx_families.py)."""
     import torchvision
 
     from trainables.backbones import family_of, supported_backbones
